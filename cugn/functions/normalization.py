@@ -1,0 +1,179 @@
+"""Group normalization: argument checks, the differentiable op, and its functional form.
+
+The forward and the first-order backward run on the array-level
+implementations in ``cugn.kernels`` (NumPy or CUDA). Under
+``create_graph=True`` the backward is the same analytic formula written with
+Tensor operations, with the statistics recomputed from x, so that it can be
+differentiated again to any order.
+"""
+
+import numbers
+import operator
+
+import numpy as np
+
+from .. import backend, kernels
+from ..engine.function import Function
+from ..engine.grad_mode import is_grad_enabled
+from ..engine.tensor import Tensor, as_tensor
+from ..kernels.layout import GroupLayout
+
+# ------------------------------------------------------------------ argument checks
+
+
+def check_groups(groups):
+    """A positive int or -1 (one group per channel); bools, floats and strings are errors."""
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or not (
+            groups > 0 or groups == -1):
+        raise ValueError(
+            f"groups must be a positive integer or -1 (one group per channel), got {groups!r}"
+        )
+    return int(groups)
+
+
+def check_axis(axis):
+    """An int or a non-empty list/tuple of distinct ints; returned as int or tuple."""
+    if isinstance(axis, (list, tuple)):
+        if not axis:
+            raise ValueError("axis must name at least one axis, got an empty sequence")
+        items = tuple(_axis_int(a) for a in axis)
+        if len(set(items)) != len(items):
+            raise ValueError(f"axis must not repeat an axis, got {axis!r}")
+        return items
+    return _axis_int(axis)
+
+
+def _axis_int(axis):
+    if isinstance(axis, bool):
+        raise TypeError(f"axis must be an int or a list/tuple of ints, got {axis!r}")
+    try:
+        return operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an int or a list/tuple of ints, got {axis!r}") from None
+
+
+def check_epsilon(epsilon):
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not (
+            0 <= epsilon < float("inf")):
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+    return float(epsilon)
+
+
+def feature_axes(axis, shape):
+    """The sorted non-negative feature axes of ``axis`` for an input of ``shape``."""
+    ndim = len(shape)
+    if ndim < 2:
+        raise ValueError(
+            f"group normalization needs an input with a batch axis and a feature axis "
+            f"(rank >= 2), got shape {tuple(shape)}"
+        )
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    result = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of range for an input of rank {ndim} "
+                             f"(shape {tuple(shape)})")
+        if a % ndim == 0:
+            raise ValueError(f"axis {a} is the batch axis of an input of shape "
+                             f"{tuple(shape)}; statistics are per sample, so it cannot be a "
+                             f"feature axis")
+        result.append(a % ndim)
+    if len(set(result)) != len(result):
+        raise ValueError(f"axis {axis!r} names the same axis twice for rank {ndim}")
+    return tuple(sorted(result))
+
+
+def resolve_groups(groups, channels):
+    """The group count for ``channels`` channels (``-1`` becomes ``channels``)."""
+    if groups == -1:
+        return channels
+    if groups > channels:
+        raise ValueError(
+            f"Number of groups ({groups}) cannot be more than the number of channels ({channels})."
+        )
+    if channels % groups:
+        raise ValueError(
+            f"Number of channels ({channels}) must be a multiple of the number of groups "
+            f"({groups})."
+        )
+    return groups
+
+
+# ------------------------------------------------------------------ the op
+
+
+class GroupNorm(Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta, layout, epsilon):
+        y, mean, rstd = kernels.forward(x, gamma, beta, layout, epsilon)
+        ctx.layout, ctx.epsilon = layout, epsilon
+        ctx.save_for_backward(x, gamma, mean, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, gamma, mean, rstd = ctx.saved_tensors
+        if is_grad_enabled():
+            dx, dgamma, dbeta = _differentiable_backward(x, dy, gamma, ctx.layout, ctx.epsilon)
+        else:
+            arrays = kernels.backward(x.data, dy.data, None if gamma is None else gamma.data,
+                                      mean.data, rstd.data, ctx.layout)
+            dx, dgamma, dbeta = (Tensor(a) for a in arrays)
+        needs = ctx.needs_input_grad
+        return (dx if needs[0] else None, dgamma if needs[1] else None,
+                dbeta if needs[2] else None, None, None)
+
+
+def _differentiable_backward(x, dy, gamma, layout, epsilon):
+    """The analytic backward as recorded Tensor ops (for create_graph=True)."""
+    dtype = backend.compute_dtype(x.dtype)
+    reduced = (1, 3, 4)
+    x5 = layout.to_view(x).to(dtype=dtype)
+    dy5 = layout.to_view(dy).to(dtype=dtype)
+    centered = x5 - x5.mean(axis=reduced, keepdims=True)
+    rstd = ((centered * centered).mean(axis=reduced, keepdims=True) + epsilon) ** -0.5
+    xhat = centered * rstd
+    g = dy5 if gamma is None else dy5 * layout.params_view(gamma).to(dtype=dtype)
+    dx5 = rstd * (g - g.mean(axis=reduced, keepdims=True)
+                  - xhat * (g * xhat).mean(axis=reduced, keepdims=True))
+    dx = layout.from_view(dx5).to(dtype=x.dtype)
+    dgamma = (dy5 * xhat).sum(axis=(0, 1, 4)).reshape(layout.feature_shape)
+    dbeta = dy5.sum(axis=(0, 1, 4)).reshape(layout.feature_shape)
+    return dx, dgamma, dbeta
+
+
+def group_norm(x, groups, gamma=None, beta=None, axis=-1, epsilon=1e-3):
+    """Group normalization of ``x`` over ``groups`` groups of the feature ``axis``.
+
+    Per sample and group, the values are normalised by their mean and biased
+    variance (over the group's channels and every non-batch axis), then scaled
+    by ``gamma`` and shifted by ``beta`` (shaped like the feature axes).
+    float16/bfloat16 compute in float32, float64 in float64; the output has x's
+    dtype. ``axis`` may be a list/tuple of feature axes. Keras's numbers.
+    """
+    x = as_tensor(x)
+    if not backend.is_floating(x.dtype):
+        raise TypeError(f"x must be a floating point tensor, got dtype {x.dtype}")
+    groups = check_groups(groups)
+    axes = feature_axes(check_axis(axis), x.shape)
+    epsilon = check_epsilon(epsilon)
+    shape = tuple(x.shape[a] for a in axes)
+    channels = int(np.prod(shape))
+    layout = GroupLayout(x.shape, axes, resolve_groups(groups, channels))
+    gamma = _check_param(gamma, "gamma", shape, x)
+    beta = _check_param(beta, "beta", shape, x)
+    return GroupNorm.apply(x, gamma, beta, layout, epsilon)
+
+
+def _check_param(param, name, shape, x):
+    if param is None:
+        return None
+    param = as_tensor(param)
+    if param.shape != shape:
+        raise ValueError(f"{name} must have the shape of the feature axes {shape}, "
+                         f"got shape {param.shape}")
+    if not backend.is_floating(param.dtype):
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {param.dtype}")
+    if param.device != x.device:
+        raise ValueError(f"{name} is on {param.device} but x is on {x.device}")
+    return param

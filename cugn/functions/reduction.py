@@ -1,0 +1,133 @@
+"""Reductions (sum, mean, var, max) and the softmax family."""
+
+import builtins
+import operator
+
+from .. import backend
+from ..engine.function import Function
+from ..engine.tensor import Tensor, as_tensor
+from .shape import broadcast_to
+
+
+def _axes(axis, ndim):
+    """``axis`` as a sorted tuple of non-negative axes (all axes for None)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    normalized = []
+    for a in axes:
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor of {ndim} dimensions")
+        normalized.append(a % builtins.max(ndim, 1))
+    return tuple(sorted(set(normalized)))
+
+
+def _kept_shape(shape, axes):
+    return tuple(1 if i in axes else size for i, size in enumerate(shape))
+
+
+class Sum(Function):
+    @staticmethod
+    def forward(ctx, a, axes, keepdims):
+        ctx.input_shape = a.shape
+        ctx.axes = axes
+        return a.sum(axis=axes, keepdims=keepdims)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.reshape(_kept_shape(ctx.input_shape, ctx.axes))
+        return broadcast_to(grad, ctx.input_shape), None, None
+
+
+class Max(Function):
+    """The maximum; ties share the gradient equally, like PyTorch's ``amax``."""
+
+    @staticmethod
+    def forward(ctx, a, axes, keepdims):
+        kept = a.max(axis=axes, keepdims=True)
+        is_max = (a == kept).astype(a.dtype)
+        ctx.share = is_max / is_max.sum(axis=axes, keepdims=True)
+        ctx.kept_shape = kept.shape
+        return kept if keepdims else kept.reshape(
+            tuple(size for i, size in enumerate(a.shape) if i not in axes)
+        )
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(ctx.kept_shape) * Tensor(ctx.share), None, None
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, a, axis):
+        xp = backend.array_module(a)
+        e = xp.exp(a - a.max(axis=axis, keepdims=True))
+        result = e / e.sum(axis=axis, keepdims=True)
+        ctx.axis = axis
+        ctx.save_for_backward(result)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad):
+        (result,) = ctx.saved_tensors
+        weighted = grad * result
+        return weighted - result * weighted.sum(axis=ctx.axis, keepdims=True), None
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, a, axis):
+        xp = backend.array_module(a)
+        shifted = a - a.max(axis=axis, keepdims=True)
+        result = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        ctx.axis = axis
+        ctx.save_for_backward(result)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad):
+        (result,) = ctx.saved_tensors
+        return grad - result.exp() * grad.sum(axis=ctx.axis, keepdims=True), None
+
+
+def sum(a, axis=None, keepdims=False):  # noqa: A001 - the function's name
+    a = as_tensor(a)
+    return Sum.apply(a, _axes(axis, a.ndim), keepdims)
+
+
+def mean(a, axis=None, keepdims=False):
+    a = as_tensor(a)
+    axes = _axes(axis, a.ndim)
+    count = 1
+    for i in axes:
+        count *= a.shape[i]
+    return sum(a, axes, keepdims) * (1.0 / count if count else float("nan"))
+
+
+def var(a, axis=None, keepdims=False, ddof=0):
+    """Variance by the two-pass formula (biased by default, like NumPy and Keras)."""
+    a = as_tensor(a)
+    axes = _axes(axis, a.ndim)
+    count = 1
+    for i in axes:
+        count *= a.shape[i]
+    centered = a - mean(a, axes, keepdims=True)
+    divisor = count - ddof
+    return sum(centered * centered, axes, keepdims) * (1.0 / divisor if divisor > 0 else float("nan"))
+
+
+def max(a, axis=None, keepdims=False):  # noqa: A001 - the function's name
+    a = as_tensor(a)
+    if a.numel() == 0:
+        raise ValueError("max of an empty tensor")
+    return Max.apply(a, _axes(axis, a.ndim), keepdims)
+
+
+def softmax(a, axis=-1):
+    a = as_tensor(a)
+    return Softmax.apply(a, _axes(operator.index(axis), a.ndim)[0])
+
+
+def log_softmax(a, axis=-1):
+    a = as_tensor(a)
+    return LogSoftmax.apply(a, _axes(operator.index(axis), a.ndim)[0])

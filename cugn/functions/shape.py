@@ -1,0 +1,230 @@
+"""Operations that move or select values without arithmetic: reshape, permute,
+broadcast, indexing, concatenate, stack, dtype casts and device moves."""
+
+import numpy as np
+
+from .. import backend
+from ..engine.function import Function
+from ..engine.tensor import Tensor, as_tensor
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.input_shape = a.shape
+        return a.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(ctx.input_shape), None
+
+
+class Permute(Function):
+    @staticmethod
+    def forward(ctx, a, axes):
+        ctx.axes = axes
+        return backend.array_module(a).transpose(a, axes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.permute(tuple(int(i) for i in np.argsort(ctx.axes))), None
+
+
+class BroadcastTo(Function):
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.input_shape = a.shape
+        return backend.array_module(a).broadcast_to(a, shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return sum_to(grad, ctx.input_shape), None
+
+
+class SumTo(Function):
+    """Sum a broadcast result back to the shape of the operand it came from."""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.input_shape = a.shape
+        leading = a.ndim - len(shape)
+        axes = tuple(range(leading)) + tuple(
+            leading + i for i, size in enumerate(shape) if size == 1 and a.shape[leading + i] != 1
+        )
+        return a.sum(axis=axes, keepdims=True).reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return broadcast_to(grad, ctx.input_shape), None
+
+
+class GetItem(Function):
+    @staticmethod
+    def forward(ctx, a, index):
+        ctx.input_shape = a.shape
+        ctx.index = index
+        return a[index]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ScatterAdd.apply(grad, ctx.index, ctx.input_shape), None
+
+
+class ScatterAdd(Function):
+    """The adjoint of indexing: zeros of ``shape`` with ``values`` added at ``index``
+    (repeated indices add up)."""
+
+    @staticmethod
+    def forward(ctx, values, index, shape):
+        ctx.index = index
+        xp = backend.array_module(values)
+        result = xp.zeros(shape, values.dtype)
+        if _is_basic_index(index):
+            result[index] = values
+        elif xp is np:
+            np.add.at(result, index, values)
+        else:
+            import cupyx
+
+            cupyx.scatter_add(result, index, values)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad[ctx.index], None, None
+
+
+def _is_basic_index(index):
+    """Slices, integers, None and Ellipsis only: no position is selected twice."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(
+        part is None or part is Ellipsis or isinstance(part, (slice, int, np.integer))
+        for part in parts
+    )
+
+
+class Concatenate(Function):
+    @staticmethod
+    def forward(ctx, axis, *arrays):
+        ctx.axis = axis
+        ctx.sizes = [a.shape[axis] for a in arrays]
+        return backend.array_module(arrays[0]).concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        axis = ctx.axis % grad.ndim
+        grads, start = [], 0
+        for size in ctx.sizes:
+            grads.append(grad[(slice(None),) * axis + (slice(start, start + size),)])
+            start += size
+        return (None, *grads)
+
+
+class Stack(Function):
+    @staticmethod
+    def forward(ctx, axis, *arrays):
+        ctx.axis = axis
+        return backend.array_module(arrays[0]).stack(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, grad):
+        axis = ctx.axis % grad.ndim
+        count = grad.shape[axis]
+        return (None, *(grad[(slice(None),) * axis + (i,)] for i in range(count)))
+
+
+class Cast(Function):
+    @staticmethod
+    def forward(ctx, a, dtype):
+        ctx.input_dtype = a.dtype
+        return a.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(dtype=ctx.input_dtype), None
+
+
+class ToDevice(Function):
+    @staticmethod
+    def forward(ctx, a, device):
+        ctx.input_device = backend.device_of(a)
+        return backend.to_device(a, device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(ctx.input_device), None
+
+
+def _normalize_shape(shape):
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(int(size) for size in shape)
+
+
+def reshape(a, shape):
+    return Reshape.apply(as_tensor(a), _normalize_shape(shape))
+
+
+def permute(a, axes):
+    a = as_tensor(a)
+    axes = tuple(int(axis) % max(a.ndim, 1) for axis in axes)
+    if sorted(axes) != list(range(a.ndim)):
+        raise ValueError(f"axes {axes} is not a permutation of the {a.ndim} axes of the tensor")
+    return Permute.apply(a, axes)
+
+
+def transpose(a, axis0, axis1):
+    """Swap two axes (PyTorch's ``transpose``)."""
+    a = as_tensor(a)
+    axes = list(range(a.ndim))
+    axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
+    return Permute.apply(a, tuple(axes))
+
+
+def broadcast_to(a, shape):
+    a = as_tensor(a)
+    shape = _normalize_shape(shape)
+    return a if a.shape == shape else BroadcastTo.apply(a, shape)
+
+
+def sum_to(a, shape):
+    """Sum ``a`` down to ``shape`` (the gradient of broadcasting)."""
+    shape = _normalize_shape(shape)
+    return a if a.shape == shape else SumTo.apply(a, shape)
+
+
+def getitem(a, index):
+    return GetItem.apply(as_tensor(a), _plain_index(index))
+
+
+def _plain_index(index):
+    """Tensors inside an index become their arrays."""
+    if isinstance(index, tuple):
+        return tuple(_plain_index(part) for part in index)
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def concatenate(tensors, axis=0):
+    tensors = [as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("concatenate needs at least one tensor")
+    return Concatenate.apply(axis, *tensors)
+
+
+def stack(tensors, axis=0):
+    tensors = [as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    return Stack.apply(axis, *tensors)
+
+
+def cast(a, dtype):
+    return Cast.apply(as_tensor(a), np.dtype(dtype))
+
+
+def to_device(a, device):
+    return ToDevice.apply(as_tensor(a), backend.parse_device(device))
