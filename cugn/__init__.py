@@ -1,14 +1,26 @@
 """cugn: a tape-based autodiff engine over NumPy and CuPy arrays, and a
-Keras-exact GroupNormalization with CUDA kernels."""
+Keras-exact GroupNormalization with CUDA kernels.
 
+``import cugn`` needs only NumPy: CuPy is imported when a CUDA array or
+device is first used.
+"""
+
+from . import constraints, functional, initializers, layers, regularizers
 from .engine import (Function, Tensor, backward, enable_grad, grad, is_grad_enabled, no_grad,
                      set_grad_enabled)
+from .engine.gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .engine.parameter import Parameter
+from .engine.tensor import tensor
 from .functions import (abs, concatenate, exp, log, log_softmax, matmul, max, mean, permute,
                         relu, reshape, sigmoid, silu, softmax, sqrt, stack, sum, tanh, transpose,
                         var, where)
 
-from . import functional
-from .engine.gradcheck import GradcheckError, gradcheck, gradgradcheck
-from .engine.tensor import tensor
-
 __version__ = "0.1.0"
+
+__all__ = [
+    "Function", "GradcheckError", "Parameter", "Tensor", "abs", "backward", "concatenate",
+    "constraints", "enable_grad", "exp", "functional", "grad", "gradcheck", "gradgradcheck",
+    "initializers", "is_grad_enabled", "layers", "log", "log_softmax", "matmul", "max", "mean",
+    "no_grad", "permute", "regularizers", "relu", "reshape", "set_grad_enabled", "sigmoid",
+    "silu", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "transpose", "var", "where",
+]

@@ -1,0 +1,158 @@
+"""``Layer``: the Keras-style base class (weights, build on first call, config)."""
+
+import re
+
+import numpy as np
+
+from .. import backend, initializers
+from ..engine.parameter import Parameter
+from ..engine.tensor import Tensor, as_tensor
+
+_name_counts = {}
+
+
+def _unique_name(cls):
+    """``group_normalization``, then ``group_normalization_1``, ... as Keras names layers."""
+    base = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    count = _name_counts.get(base, 0)
+    _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+def _policy_name(dtype):
+    """The dtype policy name from None, a dtype, a name or Keras's policy dict."""
+    if dtype is None:
+        return "float32"
+    if isinstance(dtype, dict):
+        return dtype.get("config", {}).get("name", "float32")
+    if isinstance(dtype, str) and dtype.startswith("mixed_"):
+        return dtype
+    return np.dtype(dtype).name
+
+
+class Layer:
+    """Weights, the trainable flag, regularization losses, get/set weights and
+    config. Subclasses implement ``build(input_shape)`` (creating weights with
+    ``add_weight``) and ``call(inputs)``; ``__call__`` builds on first use, with
+    the weights on the input's device."""
+
+    def __init__(self, name=None, dtype=None, trainable=True, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments: "
+                            f"{sorted(kwargs)}")
+        self.name = name if name is not None else _unique_name(type(self))
+        self.dtype_policy = _policy_name(dtype)
+        self._trainable = bool(trainable)
+        self._weights = []
+        self._weight_trainable = []  # each weight's own flag, under the layer's
+        self._device = "cpu"
+        self.built = False
+
+    # ------------------------------------------------------------- dtype
+    @property
+    def dtype(self):
+        """The dtype of the weights (float32 under a mixed policy, as in Keras)."""
+        policy = self.dtype_policy
+        return np.dtype("float32" if policy.startswith("mixed_") else policy)
+
+    # ------------------------------------------------------------- weights
+    def add_weight(self, name, shape, initializer="zeros", regularizer=None, constraint=None,
+                   trainable=True, dtype=None):
+        initializer = initializers.get(initializer)
+        data = np.asarray(initializer(tuple(shape), dtype or self.dtype))
+        weight = Parameter(backend.to_device(data, self._device), name=name,
+                           trainable=trainable and self._trainable, regularizer=regularizer,
+                           constraint=constraint)
+        self._weights.append(weight)
+        self._weight_trainable.append(trainable)
+        return weight
+
+    @property
+    def weights(self):
+        return list(self._weights)
+
+    @property
+    def trainable_weights(self):
+        return [w for w in self._weights if w.trainable]
+
+    @property
+    def non_trainable_weights(self):
+        return [w for w in self._weights if not w.trainable]
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, flag):
+        self._trainable = bool(flag)
+        for weight, own_flag in zip(self._weights, self._weight_trainable):
+            weight.trainable = self._trainable and own_flag
+
+    @property
+    def losses(self):
+        """The regularization penalties of the weights, as scalar Tensors."""
+        return [w.penalty() for w in self._weights if w.regularizer is not None]
+
+    def get_weights(self):
+        """Copies of the weights as NumPy arrays, in creation order."""
+        return [np.array(w.numpy(), copy=True) for w in self._weights]
+
+    def set_weights(self, weights):
+        """Replace every weight; counts and shapes are all checked before any is changed."""
+        weights = list(weights)
+        if len(weights) != len(self._weights):
+            raise ValueError(
+                f"{self.name}: set_weights expected {len(self._weights)} arrays "
+                f"({[w.name for w in self._weights]}), got {len(weights)}"
+            )
+        arrays = []
+        for weight, value in zip(self._weights, weights):
+            value = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+            if tuple(value.shape) != weight.shape:
+                raise ValueError(f"{self.name}: weight {weight.name!r} has shape {weight.shape}, "
+                                 f"got an array of shape {tuple(value.shape)}")
+            arrays.append(value.astype(weight.dtype))
+        for weight, value in zip(self._weights, arrays):
+            weight.data = backend.to_device(value, weight.device)
+
+    def to(self, device):
+        """Move every weight to ``device``; later weights are created there too."""
+        self._device = backend.parse_device(device)
+        for weight in self._weights:
+            weight.data = backend.to_device(weight.data, self._device)
+        return self
+
+    # ------------------------------------------------------------- calling
+    def build(self, input_shape):
+        self.built = True
+
+    def call(self, inputs):
+        raise NotImplementedError(f"{type(self).__name__} must implement call()")
+
+    def __call__(self, inputs, *args, **kwargs):
+        inputs = as_tensor(inputs)
+        if not self.built:
+            self._device = inputs.device
+            self.build(inputs.shape)
+            self.built = True
+        return self.call(inputs, *args, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    # ------------------------------------------------------------- config
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": {"module": "keras", "class_name": "DTypePolicy",
+                      "config": {"name": self.dtype_policy}, "registered_name": None},
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
