@@ -12,12 +12,14 @@ to where the input's gradient goes (the input's own node, or the leaf Tensor
 that accumulates it).
 """
 
+import sys
 import weakref
 
 import numpy as np
 
 from .. import backend
-from .grad_mode import is_grad_enabled, no_grad
+from .grad_mode import _state, is_grad_enabled
+from .tensor import Tensor
 
 _FREED = (
     "Trying to backward through the graph a second time (or to read saved values "
@@ -44,8 +46,6 @@ class Context:
         """The saved values, inputs and outputs as the Tensors the graph knows them by."""
         if self._saved is None:
             raise RuntimeError(_FREED)
-        from .tensor import Tensor
-
         resolved = []
         for kind, value in self._saved:
             if kind == "input":
@@ -140,8 +140,6 @@ class Edge:
 
 
 def _edge(arg):
-    from .tensor import Tensor
-
     if isinstance(arg, Tensor) and arg.requires_grad:
         return Edge(arg)
     return None
@@ -166,16 +164,18 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        from .tensor import Tensor
-
         raw_args = tuple(arg.data if isinstance(arg, Tensor) else arg for arg in args)
-        _check_same_device(cls, raw_args)
-        needs_input_grad = tuple(isinstance(arg, Tensor) and arg.requires_grad for arg in args)
-        record = any(needs_input_grad) and is_grad_enabled()
+        if "cupy" in sys.modules:  # with NumPy alone everything is on the CPU
+            _check_same_device(cls, raw_args)
+        needs_input_grad = tuple(isinstance(arg, Tensor) and arg._requires_grad for arg in args)
+        record = is_grad_enabled() and any(needs_input_grad)
 
         ctx = Context(needs_input_grad)
-        with no_grad():
+        previous, _state.enabled = is_grad_enabled(), False  # forward never records
+        try:
             result = cls.forward(ctx, *raw_args)
+        finally:
+            _state.enabled = previous
         outputs = result if isinstance(result, tuple) else (result,)
         outputs = tuple(out if backend.is_array(out) else np.asarray(out) for out in outputs)
 
