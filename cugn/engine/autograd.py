@@ -85,7 +85,7 @@ def _roots_and_seeds(tensors, grad_tensors):
 
 def _run(roots, seeds, retain_graph, create_graph, inputs):
     with set_grad_enabled(create_graph):
-        walk = _Walk(inputs, create_graph)
+        walk = _Walk(inputs, create_graph, seeds)
         for root, seed in zip(roots, seeds):
             if root.grad_fn is None:
                 walk.deliver_to_leaf(root, seed)
@@ -146,9 +146,10 @@ class _Walk:
     """The state of one backward pass: gradient buffers per node, and either the
     leaves to accumulate into or the inputs whose gradients are captured."""
 
-    def __init__(self, inputs, create_graph):
+    def __init__(self, inputs, create_graph, seeds):
         self.create_graph = create_graph
         self.buffers = {}
+        self.shared = {id(seed.data) for seed in seeds}
         self.capturing = inputs is not None
         self.captured = [None] * len(inputs) if self.capturing else None
         self.leaf_targets = {}
@@ -197,8 +198,13 @@ class _Walk:
         elif self.create_graph:
             leaf.grad = value
         else:
-            # The array may be shared with other gradients or the caller's seed.
-            leaf.grad = Tensor(value.data.copy())
+            # A view, a seed or an array already stored as another leaf's grad is copied,
+            # so that no two .grad arrays (or a .grad and the caller's seed) share memory.
+            array = value.data
+            if getattr(array, "base", None) is not None or id(array) in self.shared:
+                array = array.copy()
+            self.shared.add(id(array))
+            leaf.grad = Tensor(array)
 
     def _capture(self, position, value):
         previous = self.captured[position]

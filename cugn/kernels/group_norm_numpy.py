@@ -1,42 +1,66 @@
 """GroupNorm forward and backward on NumPy arrays: the CPU path.
 
 Both work on the ``(N, M, G, D, S)`` view of ``layout.py`` with vectorised
-NumPy, no Python loop over groups or channels, and one full-size temporary
-that ends up as the result. Statistics use the corrected two-pass algorithm:
-a first mean, then the sums of the values centred on it, so the variance stays
-accurate when |mean| >> std even with float32 accumulators.
+NumPy and no Python loop over groups or channels. The batch is cut into
+chunks of a few hundred kilobytes: every pass over a chunk after the first
+hits the cache, so the several NumPy passes cost little more than one pass
+over memory, and the chunks run on a thread pool (NumPy releases the GIL).
+
+Statistics use the corrected two-pass algorithm: a first mean, then the sums
+of the values centred on it, so the variance stays accurate when
+|mean| >> std even with float32 accumulators.
 """
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..backend import compute_dtype
 
-REDUCED = (1, 3, 4)  # M, D and S: everything but the batch and the group
+CHUNK_BYTES = 1 << 19  # per chunk of samples: small enough to stay in a core's L2 cache
+_pool = None
 
 
 def forward(x, gamma, beta, layout, epsilon):
     """Return ``y`` (x's dtype), and ``mean`` and ``rstd`` of shape (N, G) in the compute dtype."""
     dtype = compute_dtype(x.dtype)
     x5 = layout.to_view(x)
-    count = max(layout.group_size, 1)
+    y5 = np.empty(x5.shape, x.dtype)
+    mean = np.empty((layout.batch, layout.groups), dtype)
+    rstd = np.empty_like(mean)
+    gamma5 = None if gamma is None else layout.params_view(gamma).astype(dtype, copy=False)
+    beta5 = None if beta is None else layout.params_view(beta).astype(dtype, copy=False)
+    count = dtype.type(max(layout.group_size, 1))
+    epsilon = dtype.type(epsilon)
+    depth = layout.view[3]
 
-    first_mean = x5.sum(axis=REDUCED, dtype=dtype, keepdims=True) / dtype.type(count)
-    centered = np.subtract(x5, first_mean, dtype=dtype)
-    correction = centered.sum(axis=REDUCED, keepdims=True) / dtype.type(count)
-    squares = np.einsum("nmgds,nmgds->ng", centered, centered).reshape(correction.shape)
-    var = np.maximum(squares / dtype.type(count) - correction * correction, 0)
-    rstd = _reciprocal_sqrt(var + dtype.type(epsilon))
+    def run(chunk):
+        xc = x5[chunk]
+        # Centre on a pivot, the group's values at the first position of M and S: it is
+        # within a few standard deviations of the mean, so the sums below cancel little.
+        pivot = xc[:, 0, :, :, 0].astype(dtype).mean(axis=-1)
+        centered = np.subtract(xc, _per_group(pivot, depth), dtype=dtype)
+        shift = _group_sums(centered, dtype) / count  # mean - pivot
+        squares = _channel_dot(centered, centered).reshape(shift.shape + (depth,)).sum(-1) / count
+        var = np.maximum(squares - shift * shift, 0)
+        mean[chunk] = pivot + shift
+        rstd[chunk] = _reciprocal_sqrt(var + epsilon)
+        # y = (x - mean) * rstd * gamma + beta = centered * scale + offset.
+        scale = _per_group(rstd[chunk], depth)
+        if gamma5 is not None:
+            scale = scale * gamma5
+        offset = -_per_group(shift, depth) * scale
+        if beta5 is not None:
+            offset = offset + beta5
+        out = y5[chunk] if y5.dtype == dtype else centered
+        np.multiply(centered, scale, out=out)
+        out += offset
+        if out is centered:
+            y5[chunk] = centered
 
-    # y = (x - mean) * rstd * gamma + beta, computed in place on the centred values.
-    scale = rstd if gamma is None else rstd * layout.params_view(gamma).astype(dtype, copy=False)
-    offset = -correction * scale
-    if beta is not None:
-        offset = offset + layout.params_view(beta).astype(dtype, copy=False)
-    centered *= scale
-    centered += offset
-    y = layout.from_view(centered).astype(x.dtype, copy=False)
-    groups_shape = (layout.batch, layout.groups)
-    return y, (first_mean + correction).reshape(groups_shape), rstd.reshape(groups_shape)
+    _run_chunks(layout, dtype, run)
+    return layout.from_view(y5), mean, rstd
 
 
 def backward(x, dy, gamma, mean, rstd, layout):
@@ -47,36 +71,99 @@ def backward(x, dy, gamma, mean, rstd, layout):
     sums of dy and dy * (x - mean) are needed, so dx is c1 * dy + c2 * (x - mean) + c3.
     """
     dtype = compute_dtype(x.dtype)
-    n, groups = layout.batch, layout.groups
+    groups = layout.groups
     count = dtype.type(max(layout.group_size, 1))
-    x5 = layout.to_view(x)
-    dy5 = layout.to_view(dy).astype(dtype, copy=False)
+    x5, dy5 = layout.to_view(x), layout.to_view(dy)
+    dx5 = np.empty(x5.shape, x.dtype)
     mean = mean.astype(dtype, copy=False)
     rstd = rstd.astype(dtype, copy=False)
-
-    centered = np.subtract(x5, mean.reshape(n, 1, groups, 1, 1), dtype=dtype)
-    sum_dy = dy5.sum(axis=(1, 4))  # (N, G, D)
-    sum_dy_centered = np.einsum("nmgds,nmgds->ngd", dy5, centered)
-    dbeta = sum_dy.sum(axis=0)
-    dgamma = (sum_dy_centered * rstd[:, :, None]).sum(axis=0)
-
     weight = (np.ones((groups, 1), dtype) if gamma is None
               else gamma.reshape(groups, -1).astype(dtype, copy=False))
-    mean_g = (weight * sum_dy).sum(axis=-1) / count  # (N, G)
-    mean_g_xhat = (weight * sum_dy_centered).sum(axis=-1) * rstd / count
+    depth = layout.view[3]
+    partials = {}  # chunk start -> (dgamma, dbeta) of that chunk, summed in order below
 
-    c1 = (rstd[:, :, None] * weight)[:, None, :, :, None]
-    c2 = (-rstd * rstd * mean_g_xhat)[:, None, :, None, None]
-    c3 = (-rstd * mean_g)[:, None, :, None, None]
-    dx5 = dy5 * c1
-    centered *= c2
-    dx5 += centered
-    dx5 += c3
-    dx = layout.from_view(dx5).astype(x.dtype, copy=False)
-    return dx, dgamma.reshape(layout.feature_shape), dbeta.reshape(layout.feature_shape)
+    def run(chunk):
+        r = rstd[chunk]
+        dyc = dy5[chunk].astype(dtype, copy=False)
+        centered = np.subtract(x5[chunk], _per_group(mean[chunk], depth), dtype=dtype)
+        sum_dy = _channel_sums(dyc, dtype)  # (n, G, D)
+        sum_dy_centered = _channel_dot(dyc, centered).reshape(-1, groups, depth)
+        partials[chunk.start] = ((sum_dy_centered * r[:, :, None]).sum(axis=0),
+                                 sum_dy.sum(axis=0))
+        mean_g = (weight * sum_dy).sum(axis=-1) / count  # (n, G)
+        mean_g_xhat = (weight * sum_dy_centered).sum(axis=-1) * r / count
+        c1 = (r[:, :, None] * weight)[:, None, :, :, None]
+        centered *= _per_group(-r * r * mean_g_xhat, depth)
+        centered += _per_group(-r * mean_g, depth)
+        out = dx5[chunk] if dx5.dtype == dtype else np.empty_like(centered)
+        np.multiply(dyc, c1, out=out)
+        out += centered
+        if out.dtype != dx5.dtype:
+            dx5[chunk] = out
+
+    _run_chunks(layout, dtype, run)
+    shape = (groups, layout.channels // groups)
+    dgamma, dbeta = np.zeros(shape, dtype), np.zeros(shape, dtype)
+    for start in sorted(partials):
+        dgamma += partials[start][0]
+        dbeta += partials[start][1]
+    return (layout.from_view(dx5), dgamma.reshape(layout.feature_shape),
+            dbeta.reshape(layout.feature_shape))
+
+
+def _channel_dot(a, b):
+    """Per-channel sums of a * b over M and S for (n, M, G, D, S) chunks: shape (n, G*D)."""
+    n, m, g, d, s = a.shape
+    if s == 1:
+        return np.einsum("nmk,nmk->nk", a.reshape(n, m, g * d), b.reshape(n, m, g * d))
+    if m == 1:
+        return np.einsum("nks,nks->nk", a.reshape(n, g * d, s), b.reshape(n, g * d, s))
+    return np.einsum("nmks,nmks->nk", a.reshape(n, m, g * d, s), b.reshape(n, m, g * d, s))
+
+
+def _channel_sums(a, dtype):
+    """Sums of a (n, M, G, D, S) chunk over M and S: shape (n, G, D)."""
+    a = a[:, 0] if a.shape[1] == 1 else a.sum(axis=1, dtype=dtype)
+    return a.sum(axis=-1, dtype=dtype)
+
+
+def _group_sums(a, dtype):
+    """Sums of a (n, M, G, D, S) chunk over M, D and S: shape (n, G)."""
+    return _channel_sums(a, dtype).sum(axis=-1)
+
+
+def _per_group(values, channels_per_group):
+    """(n, G) values repeated per channel, as (n, 1, G, D, 1) to broadcast against a chunk.
+
+    Broadcasting (n, 1, G, 1, 1) directly would make NumPy's inner loop only D
+    long (several times slower); per-channel values let it run over whole rows.
+    """
+    return np.repeat(values[:, :, None], channels_per_group, axis=2)[:, None, :, :, None]
 
 
 def _reciprocal_sqrt(value):
     """1 / sqrt(value), and 0 where value is 0 (a constant group with epsilon 0)."""
     positive = value > 0
     return np.where(positive, 1 / np.sqrt(np.where(positive, value, 1)), 0).astype(value.dtype)
+
+
+def _run_chunks(layout, dtype, run):
+    """Call ``run(slice)`` for chunks of the batch, on the thread pool when there are several."""
+    sample_bytes = max(layout.group_size * layout.groups * dtype.itemsize, 1)
+    per_chunk = max(1, CHUNK_BYTES // sample_bytes)
+    chunks = [slice(start, min(start + per_chunk, layout.batch))
+              for start in range(0, layout.batch, per_chunk)]
+    if len(chunks) <= 1:
+        for chunk in chunks:
+            run(chunk)
+        return
+    for future in [_thread_pool().submit(run, chunk) for chunk in chunks]:
+        future.result()
+
+
+def _thread_pool():
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                   thread_name_prefix="cugn-group-norm")
+    return _pool
