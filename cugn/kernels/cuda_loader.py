@@ -2,8 +2,8 @@
 instantiations, and the cached CuPy modules.
 
 Kernels are compiled at run time, one ``cupy.RawModule`` per ``Configuration``
-(storage dtype, vector width, 64-bit indexing), each holding every kernel that
-configuration can launch. ``compile_check.py`` compiles exactly these modules
+(storage dtype, vector width, 64-bit indexing) and device, each holding every
+kernel that configuration can launch. ``compile_check.py`` compiles exactly these modules
 through NVRTC for explicit architectures, so CI proves what ships.
 """
 
@@ -87,10 +87,16 @@ def source():
 
 
 @functools.cache
-def module(configuration):
-    """The CuPy module of ``configuration``, compiled for the current device on first use
-    (and then cached in memory and in CuPy's on-disk kernel cache)."""
+def kernels(configuration, device_id):
+    """The kernels of ``configuration`` loaded on device ``device_id``, by name
+    expression; compiled on first use (then cached in memory and in CuPy's on-disk
+    kernel cache).
+
+    A loaded module belongs to one device, so the cache is per device, and the
+    kernels are looked up under that device so that the module is loaded there."""
     import cupy
 
-    return cupy.RawModule(code=source(), options=OPTIONS,
-                          name_expressions=configuration.name_expressions())
+    with cupy.cuda.Device(device_id):
+        compiled = cupy.RawModule(code=source(), options=OPTIONS,
+                                  name_expressions=configuration.name_expressions())
+        return {name: compiled.get_function(name) for name in configuration.name_expressions()}

@@ -28,12 +28,19 @@ _REDUCTION_KERNELS = ("forward_stats_segment", "forward_stats_column",
 
 def forward(x, gamma, beta, layout, epsilon):
     """Return ``y`` (x's dtype), and ``mean`` and ``rstd`` of shape (N, G) in the compute dtype."""
+    _check_dtype(x)
     acc = compute_dtype(x.dtype)
-    batch, rows, groups, group_channels, spatial = layout.view
     if x.size == 0:
         return _empty_forward(x, layout, acc, epsilon)
+    with x.device:  # launches and allocations on x's device, on its current stream
+        return _forward(x, gamma, beta, layout, epsilon, acc)
+
+
+def _forward(x, gamma, beta, layout, epsilon, acc):
+    batch, rows, groups, group_channels, spatial = layout.view
     x5 = cupy.ascontiguousarray(layout.to_view(x))
-    plan, kernels, index = _prepare(x5, (x5,))
+    y5 = cupy.empty_like(x5)
+    plan, kernels, index = _prepare(x5, (x5, y5))
     channels = groups * group_channels
     units = batch * groups
 
@@ -62,7 +69,6 @@ def forward(x, gamma, beta, layout, epsilon):
          index(groups), index(rows * channels * spatial), index(group_channels * spatial),
          acc.type(layout.group_size), acc.type(epsilon)))
 
-    y5 = cupy.empty_like(x5)
     kernels.forward_apply(
         (plan.elementwise_grid,), (cuda_plan.BLOCK,),
         (x5, y5, _parameter(gamma, acc), _parameter(beta, acc), rstd, pivot, shifted_mean,
@@ -76,14 +82,22 @@ def backward(x, dy, gamma, mean, rstd, layout):
 
     ``dy`` is read in x's dtype (it is cast when it differs).
     """
+    _check_dtype(x)
     acc = compute_dtype(x.dtype)
-    batch, rows, groups, group_channels, spatial = layout.view
     if x.size == 0:
-        return (cupy.empty(x.shape, x.dtype), cupy.zeros(layout.feature_shape, acc),
-                cupy.zeros(layout.feature_shape, acc))
+        with x.device:
+            return (cupy.empty(x.shape, x.dtype), cupy.zeros(layout.feature_shape, acc),
+                    cupy.zeros(layout.feature_shape, acc))
+    with x.device:
+        return _backward(x, dy, gamma, mean, rstd, layout, acc)
+
+
+def _backward(x, dy, gamma, mean, rstd, layout, acc):
+    batch, rows, groups, group_channels, spatial = layout.view
     x5 = cupy.ascontiguousarray(layout.to_view(x))
     dy5 = cupy.ascontiguousarray(layout.to_view(dy), dtype=x.dtype)
-    plan, kernels, index = _prepare(x5, (x5, dy5))
+    dx5 = cupy.empty_like(x5)
+    plan, kernels, index = _prepare(x5, (x5, dy5, dx5))
     channels = groups * group_channels
     units = batch * groups
     mean = cupy.ascontiguousarray(mean, dtype=acc)
@@ -118,7 +132,6 @@ def backward(x, dy, gamma, mean, rstd, layout):
         (partials, rstd, dgamma, dbeta, index(batch), index(channels), index(group_channels),
          index(groups), index(sums.split)))
 
-    dx5 = cupy.empty_like(x5)
     kernels.backward_dx(
         (plan.elementwise_grid,), (cuda_plan.BLOCK,),
         (x5, dy5, dx5, weight, mean, rstd, c2, c3, index(x5.size // plan.vector),
@@ -132,25 +145,25 @@ def backward(x, dy, gamma, mean, rstd, layout):
 
 
 class _Kernels:
-    """The kernels of one compiled configuration, by short name."""
+    """The kernels of one compiled configuration on one device, by short name."""
 
-    def __init__(self, configuration, channels_last):
-        module = cuda_loader.module(configuration)
+    def __init__(self, configuration, channels_last, device_id):
+        loaded = cuda_loader.kernels(configuration, device_id)
         for name in (*cuda_loader.VECTOR_KERNELS, *cuda_loader.SCALAR_KERNELS):
-            setattr(self, name, module.get_function(configuration.kernel(name)))
+            setattr(self, name, loaded[configuration.kernel(name)])
         for name in cuda_loader.LAYOUT_KERNELS:
-            setattr(self, name, module.get_function(configuration.kernel(name, channels_last)))
+            setattr(self, name, loaded[configuration.kernel(name, channels_last)])
 
 
 @functools.cache
-def _kernels(configuration, channels_last):
-    return _Kernels(configuration, channels_last)
+def _kernels(configuration, channels_last, device_id):
+    return _Kernels(configuration, channels_last, device_id)
 
 
 @functools.cache
 def _blocks_per_sm(device_id, configuration):
     """The smallest occupancy (resident blocks per SM) of the reduction kernels."""
-    kernels = _kernels(configuration, True)
+    kernels = _kernels(configuration, True, device_id)
     return max(1, min(
         driver.occupancyMaxActiveBlocksPerMultiprocessor(
             getattr(kernels, name).kernel.ptr, cuda_plan.BLOCK, 0)
@@ -162,10 +175,18 @@ def _sm_count(device_id):
     return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
 
 
+def _check_dtype(x):
+    # CuPy has no bfloat16 array type, so float16, float32 and float64 are all a
+    # CuPy array can hold among the dtypes group_norm accepts.
+    if x.dtype not in cuda_loader.STORAGE_TYPES:
+        raise TypeError(f"x must be float16, float32 or float64 for GroupNorm on CUDA, "
+                        f"got dtype {x.dtype}")
+
+
 def _prepare(x5, vector_arrays):
-    """The plan, the kernels and the index scalar type for the contiguous view ``x5``."""
-    if x5.dtype not in cuda_loader.STORAGE_TYPES:
-        raise TypeError(f"GroupNorm on CUDA supports float16, float32 and float64, got {x5.dtype}")
+    """The plan, the kernels and the index scalar type for the contiguous view ``x5``;
+    ``vector_arrays`` are every array read or written with vectors (their addresses
+    bound the vector width)."""
     view = x5.shape
     itemsize = x5.dtype.itemsize
     addresses = [a.data.ptr for a in vector_arrays]
@@ -176,7 +197,7 @@ def _prepare(x5, vector_arrays):
     plan = cuda_plan.plan(view, itemsize, addresses, _sm_count(device_id),
                           _blocks_per_sm(device_id, configuration))
     index = np.uint64 if plan.index64 else np.uint32
-    return plan, _kernels(configuration, plan.channels_last), index
+    return plan, _kernels(configuration, plan.channels_last, device_id), index
 
 
 def _parameter(param, acc):
@@ -192,4 +213,5 @@ def _empty_forward(x, layout, acc, epsilon):
     shape = (layout.batch, layout.groups)
     denominator = acc.type(epsilon)
     rstd = acc.type(1) / np.sqrt(denominator) if denominator > 0 else acc.type(0)
-    return cupy.empty(x.shape, x.dtype), cupy.zeros(shape, acc), cupy.full(shape, rstd, acc)
+    with x.device:
+        return cupy.empty(x.shape, x.dtype), cupy.zeros(shape, acc), cupy.full(shape, rstd, acc)
