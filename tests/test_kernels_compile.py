@@ -98,6 +98,15 @@ def test_cli_exits_non_zero_on_a_spill_or_a_compile_error(capsys, monkeypatch, r
     assert "compile error" in capsys.readouterr().err
 
 
+def test_cli_says_how_to_install_nvrtc_when_it_is_missing(capsys, monkeypatch):
+    def missing():
+        raise ImportError("No module named 'cupy_backends'")
+
+    monkeypatch.setattr(compile_check, "nvrtc", missing)
+    assert main(["--arch", "sm_90"]) == 1
+    assert "pip install 'cugn[cuda13]'" in capsys.readouterr().err
+
+
 def test_importing_cugn_does_not_import_cupy():
     code = "import sys, cugn, cugn.kernels; assert 'cupy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -22,6 +22,10 @@ def main(argv=None):
     except compile_check.CompileError as error:
         print(f"compile error: {error}", file=sys.stderr)
         return 1
+    except ImportError as error:
+        print(f"NVRTC's Python binding is missing ({error}): pip install 'cugn[cuda13]'",
+              file=sys.stderr)
+        return 1
     for report in reports:
         print(report)
     spilled = [r for r in reports if r.spills]
