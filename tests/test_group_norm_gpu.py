@@ -4,8 +4,8 @@ skip without them (tests/conftest.py); the unmarked ones at the end run the
 same reference helpers on the CPU, with the NumPy path in place of the
 kernels, so that the helpers and tolerances are proven wherever the suite runs.
 
-Run on a GPU host: PYTHONPATH=$PWD python -m pytest -m gpu tests/test_group_norm_gpu.py
-and under compute-sanitizer (memcheck, racecheck) the same way.
+Run on a GPU host: PYTHONPATH=$PWD python -m pytest -m gpu tests/test_group_norm_gpu.py;
+.ci/gpu runs them, then a subset under compute-sanitizer's memcheck and racecheck.
 """
 
 import contextlib
