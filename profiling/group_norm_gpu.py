@@ -75,8 +75,9 @@ def write_summary(rows, path, command):
         f"Device: {first['device']}; date: {first['date']}; commit: {first['commit'] or 'unknown'}.",
         f"Command: `{command}`",
         "",
-        "Times are medians in microseconds (CUDA events; Keras on JAX by wall clock around",
-        "`block_until_ready`, ten calls a sample). cugn_gbps counts 2x the tensor's bytes",
+        "Times are medians in microseconds of GPU time (CUDA events, each sample queued behind",
+        "a spin kernel so that Python's launch overhead is not counted; Keras on JAX by wall",
+        "clock around `block_until_ready`, ten calls a sample). cugn_gbps counts 2x the tensor's bytes",
         "forward and 3x backward; pct_of_copy is the time of a device-to-device copy of that",
         f"traffic over cugn's. Goals: forward >= {GOALS['forward']:.0f} % and backward >= "
         f"{GOALS['backward']:.0f} % of the copy, and faster than torch and Keras-on-JAX on every row.",

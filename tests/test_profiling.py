@@ -47,6 +47,19 @@ def test_time_cuda_names_the_libraries_it_knows():
         timing.time_cuda(lambda: None, library="jax")
 
 
+def test_the_spin_kernel_compiles_without_a_gpu():
+    pytest.importorskip("cupy")
+    from cugn.kernels import compile_check
+
+    nvrtc = compile_check.nvrtc()
+    program = nvrtc.createProgram(timing.SPIN_SOURCE, "spin.cu", [], [])
+    try:
+        nvrtc.compileProgram(program, ["--gpu-architecture=sm_90"])
+        assert nvrtc.getCUBIN(program)
+    finally:
+        nvrtc.destroyProgram(program)
+
+
 def test_format_table_marks_absent_values():
     table = timing.format_table([{"a": 1.23456, "b": None}, {"a": 1234.5, "b": "x"}], ["a", "b"])
     assert table.splitlines() == ["     a  b", "  1.23  -", "1234.5  x"]

@@ -13,9 +13,11 @@ For one shape, feature axis, group count and dtype, all in one run:
   when Keras and JAX are installed (and JAX has a GPU, for the GPU);
 - a plain composition of mean/var/normalize in CuPy (NumPy on the CPU).
 
-On the GPU every time is a CUDA-event median on the current stream except
-Keras/JAX, which runs on JAX's own streams and is timed by wall clock around
-``block_until_ready`` (ten calls per sample). On the CPU every time is a
+On the GPU every time is a CUDA-event median on the current stream, with the
+launches queued behind a spin kernel so that Python's launch overhead is not
+counted (``timing.time_cuda``), except Keras/JAX, which runs on JAX's own
+streams and is timed by wall clock around ``block_until_ready`` (ten calls per
+sample, so its dispatch overlaps the GPU's work). On the CPU every time is a
 ``perf_counter`` median. Times are in microseconds; absent peers are None.
 """
 
