@@ -86,15 +86,22 @@ def backward(x, dy, gamma, mean, rstd, layout):
         r = rstd[chunk]
         dyc = dy5[chunk].astype(dtype, copy=False)
         centered = np.subtract(x5[chunk], _per_group(mean[chunk], depth), dtype=dtype)
+        # The saved mean is rounded to the compute dtype; when |mean| >> std that rounding
+        # is a visible part of x - mean. Its mean over the group, `residual`, is computed
+        # exactly enough from the small centred values and corrected for below.
+        residual = _group_sums(centered, dtype) / count  # (n, G)
         sum_dy = _channel_sums(dyc, dtype)  # (n, G, D)
-        sum_dy_centered = _channel_dot(dyc, centered).reshape(-1, groups, depth)
+        sum_dy_centered = (_channel_dot(dyc, centered).reshape(-1, groups, depth)
+                           - residual[:, :, None] * sum_dy)
         partials[chunk.start] = ((sum_dy_centered * r[:, :, None]).sum(axis=0),
                                  sum_dy.sum(axis=0))
         mean_g = (weight * sum_dy).sum(axis=-1) / count  # (n, G)
         mean_g_xhat = (weight * sum_dy_centered).sum(axis=-1) * r / count
         c1 = (r[:, :, None] * weight)[:, None, :, :, None]
-        centered *= _per_group(-r * r * mean_g_xhat, depth)
-        centered += _per_group(-r * mean_g, depth)
+        # c2 * (x - mean - residual) + c3, with c2 = -r^2 mean(g xhat) and c3 = -r mean(g).
+        c2 = -r * r * mean_g_xhat
+        centered *= _per_group(c2, depth)
+        centered += _per_group(-r * mean_g - c2 * residual, depth)
         out = dx5[chunk] if dx5.dtype == dtype else np.empty_like(centered)
         np.multiply(dyc, c1, out=out)
         out += centered
