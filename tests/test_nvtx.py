@@ -237,3 +237,21 @@ def test_recorder_sees_the_nvtx_package_directly(recorder_library, tmp_path):
     assert outer.name == "outer" and [c.name for c in outer.children] == ["inner"]
     assert outer.children[0].category == "c"
     assert recording.unbalanced == []
+
+
+def test_ranges_on_without_the_nvtx_package_warn_and_run():
+    out = _python("""
+        import sys
+        import warnings
+        sys.modules["nvtx"] = None  # as if the package were not installed
+        import numpy as np
+        import cugn
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = cugn.exp(cugn.tensor(np.zeros(3, np.float32)))
+        print(cugn.profiling.nvtx.flag.on, y.numpy().tolist())
+        print(str(caught[0].message))
+    """, {"CUGN_NVTX": "1"})
+    first, second = out.splitlines()
+    assert first == "True [1.0, 1.0, 1.0]"
+    assert "nvtx package is not installed" in second

@@ -78,8 +78,8 @@ class _Flag:
 flag = _Flag()
 flag.on = default_enabled()
 
-_domain = None       # the nvtx Domain once resolved (a no-op dummy without a profiler)
-_resolved = False    # whether the domain was looked up (it may be None: no nvtx package)
+_domain = None       # the nvtx Domain once resolved; None while nothing can be recorded
+_resolved = False    # whether the domain was looked up
 _attributes = {}     # cache key -> nvtx EventAttributes, so a repeated range formats nothing
 
 
@@ -114,63 +114,76 @@ def set_enabled(enabled):
 
 
 def _resolve_domain():
-    """The ``cugn`` domain, with its categories named; None when nvtx is not installed."""
+    """The ``cugn`` domain with its categories named, or None when nothing can be
+    recorded: no profiler attached (nvtx hands out a no-op dummy) or no nvtx package."""
     global _domain, _resolved
     if not _resolved:
+        _resolved = True
         try:
             import nvtx
         except ImportError:
             warnings.warn("cugn's NVTX ranges are on but the nvtx package is not installed "
                           "(pip install nvtx); no ranges will be emitted", RuntimeWarning,
-                          stacklevel=3)
-            nvtx = None
-        if nvtx is not None:
-            _domain = nvtx.get_domain(DOMAIN)
+                          stacklevel=4)
+            return None
+        domain = nvtx.get_domain(DOMAIN)
+        if isinstance(domain, nvtx.Domain):
             for category in CATEGORIES:
-                _domain.get_category_id(category)
-        _resolved = True
+                domain.get_category_id(category)
+            _domain = domain
     return _domain
 
 
-def _push(key, category, message_fn):
-    """Push the range cached under ``key``, building it with ``message_fn()`` on first use."""
+def _push(key, category, make_message, *args):
+    """Push the range cached under ``key``; ``make_message(*args)`` names it on first use."""
     attributes = _attributes.get(key)
     if attributes is None:
         domain = _resolve_domain()
         if domain is None:
             return
-        attributes = domain.get_event_attributes(message_fn(), _COLORS[category], category)
-        if attributes is None:  # no profiler attached: the dummy domain records nothing
-            return
+        attributes = domain.get_event_attributes(make_message(*args), _COLORS[category],
+                                                 category)
         _attributes[key] = attributes
     _domain.push_range(attributes)
 
 
 def pop():
     """End the innermost cugn range of this thread (a no-op where none could be pushed)."""
-    if _attributes:  # something was pushed, so the domain is a real one
+    if _domain is not None:
         _domain.pop_range()
+
+
+def _op_message(function, phase):
+    return f"{op_name(function)}.{phase}"
+
+
+def _layer_message(cls, name):
+    return f"{cls.__name__}({name}).forward"
+
+
+def _same(message):
+    return message
 
 
 def push_op(function):
     """``group_norm.forward`` for a Function subclass."""
-    _push(function, "op", lambda: f"{op_name(function)}.forward")
+    _push(function, "op", _op_message, function, "forward")
 
 
 def push_backward(function):
     """``group_norm.backward`` for the node of a Function subclass."""
-    _push((function, "backward"), "backward", lambda: f"{op_name(function)}.backward")
+    _push((function, "backward"), "backward", _op_message, function, "backward")
 
 
 def push_layer(layer):
     """``GroupNormalization(group_norm).forward`` for a layer."""
     cls, name = type(layer), layer.name
-    _push((cls, name), "layer", lambda: f"{cls.__name__}({name}).forward")
+    _push((cls, name), "layer", _layer_message, cls, name)
 
 
 def push(message, category):
     """Push a range named ``message`` in ``category``; pair it with ``pop()``."""
-    _push((message, category), category, lambda: message)
+    _push((message, category), category, _same, message)
 
 
 @functools.lru_cache(maxsize=None)
@@ -240,8 +253,8 @@ class _KernelRange:
     def __enter__(self):
         self.pushed = flag.on
         if self.pushed:
-            kernel, args = self.kernel, self.template_args
-            _push((kernel, args), "kernel", lambda: kernel_message(kernel, *args))
+            _push((self.kernel, self.template_args), "kernel", kernel_message, self.kernel,
+                  *self.template_args)
         return self
 
     def __exit__(self, *exc_info):
