@@ -84,6 +84,7 @@ _attributes = {}     # cache key -> nvtx EventAttributes, so a repeated range fo
 
 
 def is_enabled():
+    """Whether cugn pushes NVTX ranges now."""
     return flag.on
 
 
@@ -203,7 +204,9 @@ def _check_category(category):
 
 class range:  # noqa: A001 - the NVTX term; reached as nvtx.range
     """A cugn range: ``with range("Adam.step", category="optimizer"):`` or as a
-    decorator. Costs one flag check when ranges are off."""
+    decorator. Costs one flag check when ranges are off. As a decorator it can
+    wrap any number of concurrent calls; as a context manager, make one per
+    ``with`` (it remembers whether its own enter pushed)."""
 
     __slots__ = ("message", "category", "pushed")
 
