@@ -5,7 +5,9 @@
 
 Runs profiling/nsight_workload.py under ``ncu`` on a GPU host, profiling only
 the kernels launched inside cugn's ``kernel:...`` NVTX ranges (push/pop
-ranges of the ``cugn`` domain, hence the ``@`` and the trailing ``/``):
+ranges of the ``cugn`` domain: ``regex:`` makes the rest a regular expression,
+``@`` separates domain and range, and the trailing ``/`` selects push/pop
+ranges, as opposed to start/end ones):
 
     ncu --nvtx --nvtx-include "regex:cugn@kernel:.*/" --clock-control none ...
 

@@ -8,7 +8,8 @@ host, then ``nsys stats`` with three reports, saved as CSV:
 
     nvtx_sum           time per NVTX range (cugn's ranges, named domain:range)
     cuda_gpu_kern_sum  GPU time per kernel
-    nvtx_kern_sum      GPU time per kernel per enclosing NVTX range
+    nvtx_kern_sum      GPU time per kernel per enclosing NVTX range (a kernel counts
+                       in each range around it: layer, op and kernel range)
 
 and prints the cugn part of each: the ranges by total time, the kernels, and
 which range each kernel ran in.
@@ -78,7 +79,7 @@ def kernel_table(rows):
 
 
 def range_kernel_table(rows):
-    """Kernel time per cugn range (the innermost range that enclosed the launch)."""
+    """Kernel time per cugn range that enclosed the launches."""
     table = []
     for row in rows:
         name = in_domain(row["NVTX Range"])
