@@ -14,7 +14,6 @@ import textwrap
 
 import pytest
 
-import cugn
 from cugn.functions.arithmetic import MatMul
 from cugn.functions.elementwise import ReLU
 from cugn.functions.normalization import GroupNorm
