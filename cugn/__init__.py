@@ -5,7 +5,7 @@ Keras-exact GroupNormalization with CUDA kernels.
 device is first used.
 """
 
-from . import constraints, functional, initializers, layers, regularizers
+from . import constraints, functional, initializers, layers, profiling, regularizers
 from .engine import (Function, Tensor, backward, enable_grad, grad, is_grad_enabled, no_grad,
                      set_grad_enabled)
 from .engine.gradcheck import GradcheckError, gradcheck, gradgradcheck
@@ -21,6 +21,7 @@ __all__ = [
     "Function", "GradcheckError", "Parameter", "Tensor", "abs", "backward", "concatenate",
     "constraints", "enable_grad", "exp", "functional", "grad", "gradcheck", "gradgradcheck",
     "initializers", "is_grad_enabled", "layers", "log", "log_softmax", "matmul", "max", "mean",
-    "no_grad", "permute", "regularizers", "relu", "reshape", "set_grad_enabled", "sigmoid",
-    "silu", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "transpose", "var", "where",
+    "no_grad", "permute", "profiling", "regularizers", "relu", "reshape", "set_grad_enabled",
+    "sigmoid", "silu", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "transpose", "var",
+    "where",
 ]

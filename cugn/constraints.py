@@ -6,25 +6,14 @@ it is not part of the autodiff graph.
 """
 
 from . import backend
-from .serialization import deserialize, serialize
+from .serialization import Serializable, deserialize, serialize
 
 _EPSILON = 1e-7  # Keras's backend epsilon, which its constraints divide with
 
 
-class Constraint:
+class Constraint(Serializable):
     def __call__(self, weight):
         return weight
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _norms(weight, axis):

@@ -10,23 +10,12 @@ import math
 
 import numpy as np
 
-from .serialization import deserialize, serialize
+from .serialization import Serializable, deserialize, serialize
 
 
-class Initializer:
+class Initializer(Serializable):
     def __call__(self, shape, dtype=None):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _dtype(dtype):

@@ -7,23 +7,12 @@ their weights in ``layer.losses`` and the training loop adds them to its loss.
 
 from . import backend
 from .engine.tensor import Tensor, as_tensor
-from .serialization import deserialize, serialize
+from .serialization import Serializable, deserialize, serialize
 
 
-class Regularizer:
+class Regularizer(Serializable):
     def __call__(self, weight):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _factor(value, name):

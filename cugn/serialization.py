@@ -6,6 +6,22 @@ between cugn and Keras in both directions.
 """
 
 
+class Serializable:
+    """Base of initializers, regularizers and constraints: a config of the
+    constructor's arguments, and construction back from it."""
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
 def serialize(obj, module):
     """The Keras dict for ``obj`` (an instance of one of cugn's classes), or None."""
     if obj is None:

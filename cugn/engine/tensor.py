@@ -300,8 +300,11 @@ class Tensor:
 
 
 def as_tensor(value):
-    """``value`` itself if it is a Tensor, else a new leaf Tensor around it."""
-    return value if isinstance(value, Tensor) else Tensor(value)
+    """``value`` itself if it is a Tensor, a leaf Tensor sharing an array's memory,
+    or, for Python scalars and lists, a new one by ``tensor``'s rules."""
+    if isinstance(value, Tensor):
+        return value
+    return Tensor(value) if backend.is_array(value) else tensor(value)
 
 
 def _compare(ufunc, a, b):

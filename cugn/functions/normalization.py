@@ -130,7 +130,10 @@ def _differentiable_backward(x, dy, gamma, layout, epsilon):
     reduced = (1, 3, 4)
     x5 = layout.to_view(x).to(dtype=dtype)
     dy5 = layout.to_view(dy).to(dtype=dtype)
-    centered = x5 - x5.mean(axis=reduced, keepdims=True)
+    # Shifting by a constant of each group first (its first value) keeps the mean
+    # accurate when |mean| >> std; the shift cancels, so the gradients are unchanged.
+    shifted = x5 - x5[:, :1, :, :1, :1].detach()
+    centered = shifted - shifted.mean(axis=reduced, keepdims=True)
     rstd = ((centered * centered).mean(axis=reduced, keepdims=True) + epsilon) ** -0.5
     xhat = centered * rstd
     g = dy5 if gamma is None else dy5 * layout.params_view(gamma).to(dtype=dtype)

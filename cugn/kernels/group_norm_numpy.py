@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..backend import compute_dtype
+from ..profiling.nvtx import kernel_range
 
 CHUNK_BYTES = 1 << 19  # per chunk of samples: small enough to stay in a core's L2 cache
 _pool = None
@@ -24,6 +25,11 @@ _pool = None
 
 def forward(x, gamma, beta, layout, epsilon):
     """Return ``y`` (x's dtype), and ``mean`` and ``rstd`` of shape (N, G) in the compute dtype."""
+    with kernel_range("group_norm_fwd_numpy", x.dtype):  # kernel:group_norm_fwd_numpy<float32>
+        return _forward(x, gamma, beta, layout, epsilon)
+
+
+def _forward(x, gamma, beta, layout, epsilon):
     dtype = compute_dtype(x.dtype)
     x5 = layout.to_view(x)
     y5 = np.empty(x5.shape, x.dtype)
@@ -70,6 +76,11 @@ def backward(x, dy, gamma, mean, rstd, layout):
     dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). Only the per-channel
     sums of dy and dy * (x - mean) are needed, so dx is c1 * dy + c2 * (x - mean) + c3.
     """
+    with kernel_range("group_norm_bwd_numpy", x.dtype):  # kernel:group_norm_bwd_numpy<float32>
+        return _backward(x, dy, gamma, mean, rstd, layout)
+
+
+def _backward(x, dy, gamma, mean, rstd, layout):
     dtype = compute_dtype(x.dtype)
     groups = layout.groups
     count = dtype.type(max(layout.group_size, 1))
@@ -86,15 +97,22 @@ def backward(x, dy, gamma, mean, rstd, layout):
         r = rstd[chunk]
         dyc = dy5[chunk].astype(dtype, copy=False)
         centered = np.subtract(x5[chunk], _per_group(mean[chunk], depth), dtype=dtype)
+        # The saved mean is rounded to the compute dtype; when |mean| >> std that rounding
+        # is a visible part of x - mean. Its mean over the group, `residual`, is computed
+        # exactly enough from the small centred values and corrected for below.
+        residual = _group_sums(centered, dtype) / count  # (n, G)
         sum_dy = _channel_sums(dyc, dtype)  # (n, G, D)
-        sum_dy_centered = _channel_dot(dyc, centered).reshape(-1, groups, depth)
+        sum_dy_centered = (_channel_dot(dyc, centered).reshape(-1, groups, depth)
+                           - residual[:, :, None] * sum_dy)
         partials[chunk.start] = ((sum_dy_centered * r[:, :, None]).sum(axis=0),
                                  sum_dy.sum(axis=0))
         mean_g = (weight * sum_dy).sum(axis=-1) / count  # (n, G)
         mean_g_xhat = (weight * sum_dy_centered).sum(axis=-1) * r / count
         c1 = (r[:, :, None] * weight)[:, None, :, :, None]
-        centered *= _per_group(-r * r * mean_g_xhat, depth)
-        centered += _per_group(-r * mean_g, depth)
+        # c2 * (x - mean - residual) + c3, with c2 = -r^2 mean(g xhat) and c3 = -r mean(g).
+        c2 = -r * r * mean_g_xhat
+        centered *= _per_group(c2, depth)
+        centered += _per_group(-r * mean_g - c2 * residual, depth)
         out = dx5[chunk] if dx5.dtype == dtype else np.empty_like(centered)
         np.multiply(dyc, c1, out=out)
         out += centered
