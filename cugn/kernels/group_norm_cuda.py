@@ -7,9 +7,11 @@ stream without synchronising; no float atomics, so results are bitwise
 reproducible.
 
 Forward: statistics partials, one thread per group merging them (mean, rstd),
-then y = a*(x - p) + b in one elementwise pass. Backward: per-(n, c) sums of dy
-and dy*(x - mean), then per-group coefficients and dgamma/dbeta from those sums
-in a fixed order, then dx = c1*dy + c2*(x - mean) + c3 in one elementwise pass.
+then y = a*(x - p) + b in one elementwise pass. Backward: per-(n, c) sums of dy,
+dy*(x - mean) and x - mean, then per-group coefficients and dgamma/dbeta from
+those sums in a fixed order, then dx = c1*dy + c2*(x - mean) + c3 in one
+elementwise pass. The sum of x - mean corrects for the rounding of the saved
+mean when |mean| >> std, as the NumPy path does.
 """
 
 import functools
@@ -105,7 +107,7 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc):
     weight = _parameter(gamma, acc)
 
     sums = plan.partials
-    partials = cupy.empty(2 * batch * sums.split * channels, acc)
+    partials = cupy.empty(3 * batch * sums.split * channels, acc)
     if sums.kernel == "segment":
         kernels.backward_partials_segment(
             (sums.grid,), (cuda_plan.BLOCK,),
@@ -121,16 +123,17 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc):
 
     c2 = cupy.empty(units, acc)
     c3 = cupy.empty(units, acc)
+    residual = cupy.empty(units, acc)
     kernels.backward_coefficients(
         (plan.coefficients_grid,), (cuda_plan.BLOCK,),
-        (partials, weight, rstd, c2, c3, index(units), index(groups), index(group_channels),
-         index(sums.split), acc.type(layout.group_size)))
+        (partials, weight, rstd, c2, c3, residual, index(units), index(groups),
+         index(group_channels), index(sums.split), acc.type(layout.group_size)))
     dgamma = cupy.empty(channels, acc)
     dbeta = cupy.empty(channels, acc)
     kernels.backward_parameters(
         (plan.parameters_grid,), (cuda_plan.BLOCK,),
-        (partials, rstd, dgamma, dbeta, index(batch), index(channels), index(group_channels),
-         index(groups), index(sums.split)))
+        (partials, rstd, residual, dgamma, dbeta, index(batch), index(channels),
+         index(group_channels), index(groups), index(sums.split)))
 
     kernels.backward_dx(
         (plan.elementwise_grid,), (cuda_plan.BLOCK,),

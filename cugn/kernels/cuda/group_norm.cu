@@ -10,6 +10,9 @@
 //
 // Forward:  statistics partials -> finalize (mean, rstd) -> apply y = a*(x - p) + b.
 // Backward: per-channel partial sums -> group coefficients, dgamma and dbeta -> dx.
+// The backward also sums x - mean: the saved mean is rounded to the accumulation
+// type, which matters when |mean| >> std, and the mean of x - mean over the group
+// (the residual) corrects for it, as the NumPy path does.
 // Every reduction runs in an order fixed by the launch shape alone (no float
 // atomics), so the same input gives bitwise the same results.
 
@@ -107,15 +110,15 @@ __device__ __forceinline__ Welford<A> merge(const Welford<A>& a, const Welford<A
   return r;
 }
 
-// Two running sums (the backward's sum of dy and of dy * (x - mean)).
+// The backward's running sums of dy, dy * (x - mean) and x - mean.
 template <typename A>
 struct Sums {
-  A dy, dy_centered;
+  A dy, dy_centered, centered;
 };
 
 template <typename A>
 __device__ __forceinline__ Sums<A> merge(const Sums<A>& a, const Sums<A>& b) {
-  Sums<A> r = {a.dy + b.dy, a.dy_centered + b.dy_centered};
+  Sums<A> r = {a.dy + b.dy, a.dy_centered + b.dy_centered, a.centered + b.centered};
   return r;
 }
 
@@ -133,6 +136,7 @@ __device__ __forceinline__ Sums<A> shuffle_xor(const Sums<A>& s, int offset) {
   Sums<A> r;
   r.dy = __shfl_xor_sync(0xffffffffu, s.dy, offset);
   r.dy_centered = __shfl_xor_sync(0xffffffffu, s.dy_centered, offset);
+  r.centered = __shfl_xor_sync(0xffffffffu, s.centered, offset);
   return r;
 }
 
@@ -182,8 +186,10 @@ __device__ __forceinline__ void add_pack(Sums<A>& s, const Pack<T, V>& x, const 
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     const A g = to_acc(dy.v[i]);
+    const A centered = to_acc(x.v[i]) - mean;
     s.dy += g;
-    s.dy_centered += g * (to_acc(x.v[i]) - mean);
+    s.dy_centered += g * centered;
+    s.centered += centered;
   }
 }
 
@@ -367,8 +373,8 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
 
 // ------------------------------------------------------------------ backward
 //
-// Partial sums of dy and dy*(x - mean) per (n, chunk k, c): two arrays of
-// N*split*C values, indexed (n*split + k)*C + c.
+// Partial sums of dy, dy*(x - mean) and x - mean per (n, chunk k, c): three
+// arrays of N*split*C values, indexed (n*split + k)*C + c.
 
 // Channels with S > 1: segment units (n, c) of M rows of S values.
 template <typename T, int V, typename I>
@@ -382,7 +388,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   const int lane = threadIdx.x & (unit_threads - 1);
   const I slot = I(blockIdx.x) * I(kBlock / unit_threads) + I(threadIdx.x / unit_threads);
   const I slots = units * split;
-  const Sums<A> empty = {A(0), A(0)};
+  const Sums<A> empty = {A(0), A(0), A(0)};
   Sums<A> s = empty;
   I n = 0, c = 0, k = 0;
   if (slot < slots) {
@@ -405,6 +411,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     const I index = (n * split + k) * channels + c;
     partials[index] = s.dy;
     partials[slots + index] = s.dy_centered;
+    partials[2 * slots + index] = s.centered;
   }
 }
 
@@ -418,7 +425,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
                              I group_channels, I groups, I column_chunks, I split, I chunk_rows,
                              int lanes, int rows_per_block) {
   typedef typename AccOf<T>::type A;
-  __shared__ A row_sums[2][kBlock * V];
+  __shared__ A row_sums[3][kBlock * V];
   const int lane = threadIdx.x % lanes;
   const int row = threadIdx.x / lanes;
   const I k = I(blockIdx.x) % split;
@@ -426,9 +433,9 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   const I n = I(blockIdx.x) / split / column_chunks;
   const I first_channel = h * I(lanes * V);
   const I c = first_channel + I(lane * V);
-  A sum_dy[V], sum_dy_centered[V];
+  A sum_dy[V], sum_dy_centered[V], sum_centered[V];
 #pragma unroll
-  for (int i = 0; i < V; ++i) sum_dy[i] = sum_dy_centered[i] = A(0);
+  for (int i = 0; i < V; ++i) sum_dy[i] = sum_dy_centered[i] = sum_centered[i] = A(0);
   if (c < channels && row < rows_per_block) {
     const A mu = mean[n * groups + c / group_channels];
     const I end = min(rows, k * chunk_rows + chunk_rows);
@@ -440,8 +447,10 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
 #pragma unroll
       for (int i = 0; i < V; ++i) {
         const A g = to_acc(gs.v[i]);
+        const A centered = to_acc(xs.v[i]) - mu;
         sum_dy[i] += g;
-        sum_dy_centered[i] += g * (to_acc(xs.v[i]) - mu);
+        sum_dy_centered[i] += g * centered;
+        sum_centered[i] += centered;
       }
     }
   }
@@ -450,6 +459,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     for (int i = 0; i < V; ++i) {
       row_sums[0][threadIdx.x * V + i] = sum_dy[i];
       row_sums[1][threadIdx.x * V + i] = sum_dy_centered[i];
+      row_sums[2][threadIdx.x * V + i] = sum_centered[i];
     }
   }
   __syncthreads();
@@ -457,27 +467,33 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   const I slots = I(gridDim.x) / column_chunks * channels;
   for (int col = threadIdx.x; col < width; col += kBlock) {
     if (first_channel + I(col) >= channels) break;
-    A total_dy = A(0), total_dy_centered = A(0);
+    A total_dy = A(0), total_dy_centered = A(0), total_centered = A(0);
     for (int r = 0; r < rows_per_block; ++r) {
       total_dy += row_sums[0][r * width + col];
       total_dy_centered += row_sums[1][r * width + col];
+      total_centered += row_sums[2][r * width + col];
     }
     const I index = (n * split + k) * channels + first_channel + I(col);
     partials[index] = total_dy;
     partials[slots + index] = total_dy_centered;
+    partials[2 * slots + index] = total_centered;
   }
 }
 
-// One warp per group (n, g): the group sums of gamma*dy and gamma*dy*(x - mean)
-// over its D channels and split chunks, folded into dx = c1*dy + c2*(x - mean) + c3
-// with c2 = -rstd^3 * sum(gamma*dy*(x - mean)) / count and c3 = -rstd * sum(gamma*dy) / count.
+// One warp per group (n, g): the group sums of gamma*dy, gamma*dy*(x - mean) and
+// x - mean over its D channels and split chunks, folded into
+// dx = c1*dy + c2*(x - mean) + c3. With the residual e = sum(x - mean) / count
+// (x - mean - e is centred on the exact mean) and
+// s = sum(gamma*dy*(x - mean)) - e*sum(gamma*dy) = sum(gamma*dy*(x - mean - e)):
+// c2 = -rstd^3 * s / count and c3 = -rstd * sum(gamma*dy) / count - c2*e.
 template <typename T, typename I>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     backward_coefficients(const typename AccOf<T>::type* __restrict__ partials,
                           const typename AccOf<T>::type* __restrict__ gamma,
                           const typename AccOf<T>::type* __restrict__ rstd,
                           typename AccOf<T>::type* __restrict__ c2,
-                          typename AccOf<T>::type* __restrict__ c3, I units, I groups,
+                          typename AccOf<T>::type* __restrict__ c3,
+                          typename AccOf<T>::type* __restrict__ residual, I units, I groups,
                           I group_channels, I split, typename AccOf<T>::type count) {
   typedef typename AccOf<T>::type A;
   const I q = (I(blockIdx.x) * I(kBlock) + I(threadIdx.x)) / 32;
@@ -486,28 +502,33 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   const I n = q / groups;
   const I channels = groups * group_channels;
   const I slots = units / groups * split * channels;
-  Sums<A> s = {A(0), A(0)};
+  Sums<A> s = {A(0), A(0), A(0)};
   for (I t = I(lane); t < group_channels * split; t += 32) {
     const I c = (q % groups) * group_channels + t / split;
     const I index = (n * split + t % split) * channels + c;
     const A w = gamma == nullptr ? A(1) : gamma[c];
     s.dy += w * partials[index];
     s.dy_centered += w * partials[slots + index];
+    s.centered += partials[2 * slots + index];
   }
   s = warp_merge(s, 32);
   if (lane == 0) {
     const A r = rstd[q];
-    c2[q] = -r * r * (s.dy_centered * r / count);
-    c3[q] = -r * (s.dy / count);
+    const A e = s.centered / count;
+    const A k2 = -r * r * ((s.dy_centered - e * s.dy) * r / count);
+    c2[q] = k2;
+    c3[q] = -r * (s.dy / count) - k2 * e;
+    residual[q] = e;
   }
 }
 
-// One thread per channel: dbeta = sum of dy, dgamma = sum of rstd * dy*(x - mean),
-// over the batch and the chunks in order.
+// One thread per channel: dbeta = sum of dy, dgamma = sum of rstd * dy*(x - mean - e)
+// with e the group's residual, over the batch and the chunks in order.
 template <typename T, typename I>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     backward_parameters(const typename AccOf<T>::type* __restrict__ partials,
                         const typename AccOf<T>::type* __restrict__ rstd,
+                        const typename AccOf<T>::type* __restrict__ residual,
                         typename AccOf<T>::type* __restrict__ dgamma,
                         typename AccOf<T>::type* __restrict__ dbeta, I batch, I channels,
                         I group_channels, I groups, I split) {
@@ -517,13 +538,15 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   const I slots = batch * split * channels;
   A total_dy = A(0), total_dgamma = A(0);
   for (I n = 0; n < batch; ++n) {
-    A dy_centered = A(0);
+    A dy = A(0), dy_centered = A(0);
     for (I k = 0; k < split; ++k) {
       const I index = (n * split + k) * channels + c;
-      total_dy += partials[index];
+      dy += partials[index];
       dy_centered += partials[slots + index];
     }
-    total_dgamma += dy_centered * rstd[n * groups + c / group_channels];
+    const I q = n * groups + c / group_channels;
+    total_dy += dy;
+    total_dgamma += (dy_centered - residual[q] * dy) * rstd[q];
   }
   dbeta[c] = total_dy;
   dgamma[c] = total_dgamma;
