@@ -464,3 +464,21 @@ def test_float32_gradients_stay_accurate_when_the_mean_dwarfs_the_spread(emulate
     for name, a, b in zip(("dx", "dgamma", "dbeta"), got, want):
         np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=1e-4,
                                    atol=1e-4 * np.abs(b).max(), err_msg=name)
+
+
+def test_each_launch_is_inside_a_named_nvtx_kernel_range(monkeypatch):
+    from cugn.profiling import nvtx
+
+    events = []
+    monkeypatch.setattr(nvtx, "_push", lambda key, category, make, *args: events.append(
+        ("push", category, make(*args))))
+    monkeypatch.setattr(nvtx, "pop", lambda: events.append(("pop",)))
+    configuration = cuda_loader.Configuration(np.dtype(np.float16), 8, False)
+    launch = group_norm_cuda._Launch(lambda grid, block, args: events.append(("launch", args)),
+                                     "forward_apply", configuration)
+    with nvtx(True):
+        launch((1,), (BLOCK,), ("x",))
+    with nvtx(False):
+        launch((1,), (BLOCK,), ("y",))
+    assert events == [("push", "kernel", "kernel:group_norm_forward_apply<float16, 8>"),
+                      ("launch", ("x",)), ("pop",), ("launch", ("y",))]

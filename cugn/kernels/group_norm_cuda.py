@@ -21,6 +21,7 @@ import numpy as np
 from cupy_backends.cuda.api import driver
 
 from ..backend import compute_dtype
+from ..profiling.nvtx import kernel_range
 from . import cuda_loader, cuda_plan
 
 # Kernels whose occupancy sizes the grids (all share the block size and launch bounds).
@@ -147,15 +148,30 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc):
 # ------------------------------------------------------------------ helpers
 
 
+class _Launch:
+    """One kernel, launched inside an NVTX kernel range named after it, e.g.
+    ``kernel:group_norm_forward_apply<float16, 8>`` (what ncu_group_norm.py filters on)."""
+
+    def __init__(self, raw, name, configuration):
+        self.raw = raw  # the cupy.RawKernel
+        self.range_name = f"group_norm_{name}"
+        self.template_args = (configuration.dtype.name, configuration.vector)
+
+    def __call__(self, grid, block, args):
+        with kernel_range(self.range_name, *self.template_args):
+            self.raw(grid, block, args)
+
+
 class _Kernels:
     """The kernels of one compiled configuration on one device, by short name."""
 
     def __init__(self, configuration, channels_last, device_id):
         loaded = cuda_loader.kernels(configuration, device_id)
         for name in (*cuda_loader.VECTOR_KERNELS, *cuda_loader.SCALAR_KERNELS):
-            setattr(self, name, loaded[configuration.kernel(name)])
+            setattr(self, name, _Launch(loaded[configuration.kernel(name)], name, configuration))
         for name in cuda_loader.LAYOUT_KERNELS:
-            setattr(self, name, loaded[configuration.kernel(name, channels_last)])
+            setattr(self, name, _Launch(loaded[configuration.kernel(name, channels_last)], name,
+                                        configuration))
 
 
 @functools.cache
@@ -169,7 +185,7 @@ def _blocks_per_sm(device_id, configuration):
     kernels = _kernels(configuration, True, device_id)
     return max(1, min(
         driver.occupancyMaxActiveBlocksPerMultiprocessor(
-            getattr(kernels, name).kernel.ptr, cuda_plan.BLOCK, 0)
+            getattr(kernels, name).raw.kernel.ptr, cuda_plan.BLOCK, 0)
         for name in _REDUCTION_KERNELS))
 
 
