@@ -5,7 +5,7 @@ Keras-exact GroupNormalization with CUDA kernels.
 device is first used.
 """
 
-from . import constraints, functional, initializers, layers, regularizers
+from . import activations, constraints, functional, initializers, layers, regularizers
 from .engine import (Function, Tensor, backward, enable_grad, grad, is_grad_enabled, no_grad,
                      set_grad_enabled)
 from .engine.gradcheck import GradcheckError, gradcheck, gradgradcheck
@@ -18,7 +18,8 @@ from .functions import (abs, concatenate, exp, log, log_softmax, matmul, max, me
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "Parameter", "Tensor", "abs", "backward", "concatenate",
+    "Function", "GradcheckError", "Parameter", "Tensor", "abs", "activations", "backward",
+    "concatenate",
     "constraints", "enable_grad", "exp", "functional", "grad", "gradcheck", "gradgradcheck",
     "initializers", "is_grad_enabled", "layers", "log", "log_softmax", "matmul", "max", "mean",
     "no_grad", "permute", "regularizers", "relu", "reshape", "set_grad_enabled", "sigmoid",

@@ -13,7 +13,9 @@ _name_counts = {}
 
 def _unique_name(cls):
     """``group_normalization``, then ``group_normalization_1``, ... as Keras names layers."""
-    base = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    # Keras's snake case: Conv2D -> conv2d, MaxPooling2D -> max_pooling2d.
+    base = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls.__name__)
+    base = re.sub(r"([a-z])([A-Z])", r"\1_\2", base).lower()
     count = _name_counts.get(base, 0)
     _name_counts[base] = count + 1
     return base if count == 0 else f"{base}_{count}"
@@ -73,11 +75,11 @@ class Layer:
 
     @property
     def trainable_weights(self):
-        return [w for w in self._weights if w.trainable]
+        return [w for w in self.weights if w.trainable]
 
     @property
     def non_trainable_weights(self):
-        return [w for w in self._weights if not w.trainable]
+        return [w for w in self.weights if not w.trainable]
 
     @property
     def trainable(self):
@@ -92,29 +94,53 @@ class Layer:
     @property
     def losses(self):
         """The regularization penalties of the weights, as scalar Tensors."""
-        return [w.penalty() for w in self._weights if w.regularizer is not None]
+        return [w.penalty() for w in self.weights if w.regularizer is not None]
 
     def get_weights(self):
         """Copies of the weights as NumPy arrays, in creation order."""
-        return [np.array(w.numpy(), copy=True) for w in self._weights]
+        return [np.array(w.numpy(), copy=True) for w in self.weights]
 
     def set_weights(self, weights):
         """Replace every weight; counts and shapes are all checked before any is changed."""
         weights = list(weights)
-        if len(weights) != len(self._weights):
+        own = self.weights
+        if len(weights) != len(own):
             raise ValueError(
-                f"{self.name}: set_weights expected {len(self._weights)} arrays "
-                f"({[w.name for w in self._weights]}), got {len(weights)}"
+                f"{self.name}: set_weights expected {len(own)} arrays "
+                f"({[w.name for w in own]}), got {len(weights)}"
             )
         arrays = []
-        for weight, value in zip(self._weights, weights):
+        for weight, value in zip(own, weights):
             value = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
             if tuple(value.shape) != weight.shape:
                 raise ValueError(f"{self.name}: weight {weight.name!r} has shape {weight.shape}, "
                                  f"got an array of shape {tuple(value.shape)}")
             arrays.append(value.astype(weight.dtype))
-        for weight, value in zip(self._weights, arrays):
+        for weight, value in zip(own, arrays):
             weight.data = backend.to_device(value, weight.device)
+
+    def save_weights(self, path):
+        """Write the weights to an ``.npz`` file (``path`` as given to ``numpy.savez``)."""
+        if not self.built:
+            raise ValueError(f"{self.name} has no weights yet: call it on an input first")
+        weights = self.weights
+        arrays = {f"{i:04d}_{w.name}": array for i, (w, array)
+                  in enumerate(zip(weights, self.get_weights()))}
+        np.savez(path, **arrays)
+
+    def load_weights(self, path):
+        """Read weights written by ``save_weights``. The file's names, count and shapes
+        are all checked against this layer's weights before any weight changes."""
+        if not self.built:
+            raise ValueError(f"{self.name} has no weights yet: call it on an input first")
+        expected = [f"{i:04d}_{w.name}" for i, w in enumerate(self.weights)]
+        with np.load(path, allow_pickle=False) as stored:
+            names = sorted(stored.files)
+            if names != expected:
+                raise ValueError(f"{self.name}: {path} holds weights {names}, "
+                                 f"expected {expected}")
+            arrays = [stored[name] for name in expected]
+        self.set_weights(arrays)
 
     def to(self, device):
         """Move every weight to ``device``; later weights are created there too."""
