@@ -5,7 +5,7 @@ Keras-exact GroupNormalization with CUDA kernels.
 device is first used.
 """
 
-from . import activations, constraints, functional, initializers, layers, regularizers
+from . import activations, constraints, functional, initializers, layers, losses, regularizers
 from .engine import (Function, Tensor, backward, enable_grad, grad, is_grad_enabled, no_grad,
                      set_grad_enabled)
 from .engine.gradcheck import GradcheckError, gradcheck, gradgradcheck
@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "Parameter", "Tensor", "abs", "activations", "backward",
-    "concatenate",
-    "constraints", "enable_grad", "exp", "functional", "grad", "gradcheck", "gradgradcheck",
-    "initializers", "is_grad_enabled", "layers", "log", "log_softmax", "matmul", "max", "mean",
-    "no_grad", "permute", "regularizers", "relu", "reshape", "set_grad_enabled", "sigmoid",
-    "silu", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "transpose", "var", "where",
+    "concatenate", "constraints", "enable_grad", "exp", "functional", "grad", "gradcheck",
+    "gradgradcheck", "initializers", "is_grad_enabled", "layers", "log", "log_softmax",
+    "losses", "matmul", "max", "mean", "no_grad", "permute", "regularizers", "relu", "reshape",
+    "set_grad_enabled", "sigmoid", "silu", "softmax", "sqrt", "stack", "sum", "tanh", "tensor",
+    "transpose", "var", "where",
 ]
