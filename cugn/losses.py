@@ -104,6 +104,17 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, reduction="mean"):
     return _reduce(elementwise.mean(axis=-1), reduction)
 
 
+def regularization_loss(model):
+    """The sum of ``model.losses`` (the weights' regularization penalties) as a scalar
+    Tensor, zero when there are none: add it to the data loss before ``backward``."""
+    if not hasattr(model, "losses"):
+        raise TypeError(f"model must be a Layer (with .losses), got {type(model).__name__}")
+    total = None
+    for penalty in model.losses:
+        total = penalty if total is None else total + penalty
+    return total if total is not None else Tensor(np.zeros((), np.float32))
+
+
 def _one_hot(labels, y_pred):
     data = labels.data if isinstance(labels, Tensor) else labels
     data = data if backend.is_array(data) else np.asarray(data)
@@ -121,5 +132,5 @@ def _one_hot(labels, y_pred):
     return Tensor(xp.eye(classes, dtype=y_pred.dtype)[data])
 
 
-__all__ = ["binary_crossentropy", "mean_squared_error", "softmax_cross_entropy",
-           "sparse_categorical_crossentropy"]
+__all__ = ["binary_crossentropy", "mean_squared_error", "regularization_loss",
+           "softmax_cross_entropy", "sparse_categorical_crossentropy"]
