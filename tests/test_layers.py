@@ -144,6 +144,9 @@ def test_save_and_load_weights_round_trip(tmp_path):
     for a, b in zip(other.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(other(x).numpy(), expected)
+    model.save_weights(str(tmp_path / "no_suffix"))  # numpy adds ".npz"; so does loading
+    other.load_weights(str(tmp_path / "no_suffix"))
+    assert (tmp_path / "no_suffix.npz").exists()
 
 
 def test_load_weights_checks_everything_before_changing_anything(tmp_path):

@@ -1,5 +1,6 @@
 """``Layer``: the Keras-style base class (weights, build on first call, config)."""
 
+import os
 import re
 
 import numpy as np
@@ -30,6 +31,12 @@ def _policy_name(dtype):
     if isinstance(dtype, str) and dtype.startswith("mixed_"):
         return dtype
     return np.dtype(dtype).name
+
+
+def _npz_path(path):
+    """``path`` with the ".npz" suffix that ``numpy.savez`` would add."""
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
 
 
 class Layer:
@@ -120,13 +127,13 @@ class Layer:
             weight.data = backend.to_device(value, weight.device)
 
     def save_weights(self, path):
-        """Write the weights to an ``.npz`` file (``path`` as given to ``numpy.savez``)."""
+        """Write the weights to an ``.npz`` file (".npz" is appended to ``path`` if missing)."""
         if not self.built:
             raise ValueError(f"{self.name} has no weights yet: call it on an input first")
         weights = self.weights
         arrays = {f"{i:04d}_{w.name}": array for i, (w, array)
                   in enumerate(zip(weights, self.get_weights()))}
-        np.savez(path, **arrays)
+        np.savez(_npz_path(path), **arrays)
 
     def load_weights(self, path):
         """Read weights written by ``save_weights``. The file's names, count and shapes
@@ -134,6 +141,7 @@ class Layer:
         if not self.built:
             raise ValueError(f"{self.name} has no weights yet: call it on an input first")
         expected = [f"{i:04d}_{w.name}" for i, w in enumerate(self.weights)]
+        path = _npz_path(path)
         with np.load(path, allow_pickle=False) as stored:
             names = sorted(stored.files)
             if names != expected:

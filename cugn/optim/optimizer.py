@@ -34,7 +34,8 @@ class Optimizer:
     def __init__(self, params, nan_check=False):
         params = list(params.trainable_weights if hasattr(params, "trainable_weights") else params)
         if not params:
-            raise ValueError("params is empty: give the optimizer the weights to train")
+            raise ValueError("params is empty: give the optimizer the weights to train (a "
+                             "model has weights once it has been called on an input)")
         seen = set()
         for index, param in enumerate(params):
             if not isinstance(param, Tensor):
