@@ -1,13 +1,19 @@
 """``Sequential``: a stack of layers applied one after the other."""
 
+import functools
 import inspect
 
 from .. import backend
 from .layer import Layer
 
 
+@functools.lru_cache(maxsize=None)
+def _call_takes_training(layer_class):
+    return "training" in inspect.signature(layer_class.call).parameters
+
+
 def _takes_training(layer):
-    return "training" in inspect.signature(layer.call).parameters
+    return _call_takes_training(type(layer))
 
 
 class Sequential(Layer):
