@@ -3,7 +3,7 @@
 from .. import activations, constraints, initializers, regularizers
 from ..functions.convolution import _pair, check_data_format, check_padding, conv2d
 from .core import check_positive_int
-from .layer import Layer
+from .layer import Layer, require_default
 
 
 class Conv2D(Layer):
@@ -11,10 +11,16 @@ class Conv2D(Layer):
     whatever the ``data_format`` ("channels_last", Keras's default, or "channels_first")."""
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid",
-                 data_format="channels_last", activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
-                 bias_constraint=None, **kwargs):
+                 data_format="channels_last", dilation_rate=1, groups=1, activation=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, lora_rank=None, lora_alpha=None,
+                 **kwargs):
+        require_default(_pair(dilation_rate, "dilation_rate"), (1, 1), "dilation_rate", "Conv2D")
+        require_default(groups, 1, "groups", "Conv2D")
+        for name, value in (("activity_regularizer", activity_regularizer),
+                            ("lora_rank", lora_rank), ("lora_alpha", lora_alpha)):
+            require_default(value, None, name, "Conv2D")
         filters = check_positive_int(filters, "filters")
         kernel_size = _pair(kernel_size, "kernel_size")
         strides = _pair(strides, "strides")
@@ -67,12 +73,15 @@ class Conv2D(Layer):
             "strides": self.strides,
             "padding": self.padding,
             "data_format": self.data_format,
+            "dilation_rate": (1, 1),
+            "groups": 1,
             "activation": activations.serialize(self.activation),
             "use_bias": self.use_bias,
             "kernel_initializer": initializers.serialize_initializer(self.kernel_initializer),
             "bias_initializer": initializers.serialize_initializer(self.bias_initializer),
             "kernel_regularizer": regularizers.serialize_regularizer(self.kernel_regularizer),
             "bias_regularizer": regularizers.serialize_regularizer(self.bias_regularizer),
+            "activity_regularizer": None,
             "kernel_constraint": constraints.serialize_constraint(self.kernel_constraint),
             "bias_constraint": constraints.serialize_constraint(self.bias_constraint),
         }

@@ -7,7 +7,7 @@ import numpy as np
 from .. import activations, backend, constraints, initializers, regularizers
 from ..engine.tensor import Tensor
 from ..functions import matmul
-from .layer import Layer
+from .layer import Layer, require_default
 
 
 def check_positive_int(value, name):
@@ -21,7 +21,12 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, **kwargs):
+                 kernel_constraint=None, bias_constraint=None, activity_regularizer=None,
+                 quantization_config=None, lora_rank=None, lora_alpha=None, **kwargs):
+        for name, value in (("activity_regularizer", activity_regularizer),
+                            ("quantization_config", quantization_config),
+                            ("lora_rank", lora_rank), ("lora_alpha", lora_alpha)):
+            require_default(value, None, name, "Dense")
         units = check_positive_int(units, "units")
         activation = activations.get(activation)
         kernel_initializer = initializers.get(kernel_initializer)
@@ -77,6 +82,7 @@ class Dense(Layer):
             "bias_regularizer": regularizers.serialize_regularizer(self.bias_regularizer),
             "kernel_constraint": constraints.serialize_constraint(self.kernel_constraint),
             "bias_constraint": constraints.serialize_constraint(self.bias_constraint),
+            "quantization_config": None,
         }
 
 
@@ -96,11 +102,21 @@ class Activation(Layer):
 
 
 class Flatten(Layer):
-    """Keeps the batch axis and flattens the rest, in row-major order."""
+    """Keeps the batch axis and flattens the rest in row-major order; as in Keras,
+    ``channels_first`` inputs are flattened in channels-last order."""
+
+    def __init__(self, data_format="channels_last", **kwargs):
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', "
+                             f"got {data_format!r}")
+        super().__init__(**kwargs)
+        self.data_format = data_format
 
     def call(self, inputs):
         if inputs.ndim < 1:
             raise ValueError(f"{self.name} needs an input with a batch axis, got a scalar")
+        if self.data_format == "channels_first" and inputs.ndim > 2:
+            inputs = inputs.permute(0, *range(2, inputs.ndim), 1)
         return inputs.reshape(inputs.shape[0], -1)
 
     def compute_output_shape(self, input_shape):
@@ -109,12 +125,16 @@ class Flatten(Layer):
             rest *= size
         return (input_shape[0], rest)
 
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
+
 
 class Dropout(Layer):
     """Inverted dropout: while ``training``, each value is zeroed with probability
     ``rate`` and the rest are scaled by ``1 / (1 - rate)``; otherwise the identity."""
 
-    def __init__(self, rate, seed=None, **kwargs):
+    def __init__(self, rate, seed=None, noise_shape=None, **kwargs):
+        require_default(noise_shape, None, "noise_shape", "Dropout")
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
             raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
         super().__init__(**kwargs)
@@ -130,4 +150,5 @@ class Dropout(Layer):
         return inputs * Tensor(backend.to_device(mask, inputs.device))
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed,
+                "noise_shape": None}

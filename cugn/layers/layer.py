@@ -39,6 +39,15 @@ def _npz_path(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
+def require_default(value, default, name, layer_class):
+    """Accept a Keras argument that cugn does not implement only at its default value,
+    so that Keras configs load; anything else is an error naming it."""
+    normalized = tuple(value) if isinstance(value, list) else value
+    if normalized != default:
+        raise ValueError(f"{layer_class}: {name}={value!r} is not supported by cugn "
+                         f"(only {default!r})")
+
+
 class Layer:
     """Weights, the trainable flag, regularization losses, get/set weights and
     config. Subclasses implement ``build(input_shape)`` (creating weights with
