@@ -138,7 +138,7 @@ def _train(epochs, batch_size, learning_rate, seed, device, progress):
             optimizer.step()
             timer.charge("optimizer")
             running.append(loss.item())
-            batches.set_postfix(loss=f"{np.mean(running[-20:]):.3f}")
+            batches.set_postfix(loss=f"{np.mean(running[-20:]):.3f}", refresh=False)
         batches.close()
         print(f"epoch {epoch:2d}/{epochs}  loss {np.mean(running):.4f}")
     elapsed = time.perf_counter() - start

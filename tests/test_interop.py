@@ -60,3 +60,14 @@ def test_gpu_tensor_interfaces():
     assert cugn.from_dlpack(shared).device == t.device
     with pytest.raises(TypeError, match="numpy"):
         np.asarray(t)
+
+
+def test_dlpack_with_jax_cpu():
+    jnp = pytest.importorskip("jax.numpy")
+    source = jnp.arange(8.0, dtype=jnp.float32)
+    t = cugn.from_dlpack(source)
+    assert t.data.ctypes.data == source.unsafe_buffer_pointer()  # the same memory
+    np.testing.assert_array_equal(t.numpy(), np.arange(8.0))
+    # JAX copies buffers that miss its alignment, so only the values are compared here.
+    mine = cugn.tensor(np.linspace(0, 1, 5))
+    np.testing.assert_array_equal(np.asarray(jnp.from_dlpack(mine)), mine.numpy())
