@@ -6,7 +6,7 @@ device is first used.
 """
 
 from . import (activations, constraints, functional, initializers, interop, layers, losses,
-               optim, regularizers)
+               optim, profiling, regularizers)
 from .engine import (Function, Tensor, backward, enable_grad, grad, is_grad_enabled, no_grad,
                      set_grad_enabled)
 from .engine.gradcheck import GradcheckError, gradcheck, gradgradcheck
@@ -25,6 +25,7 @@ __all__ = [
     "concatenate", "constraints", "enable_grad", "exp", "from_dlpack", "functional", "grad",
     "gradcheck", "gradgradcheck", "initializers", "interop", "is_grad_enabled", "layers",
     "log", "log_softmax", "losses", "matmul", "max", "mean", "no_grad", "optim", "permute",
-    "regularization_loss", "regularizers", "relu", "reshape", "set_grad_enabled", "sigmoid",
-    "silu", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "transpose", "var", "where",
+    "profiling", "regularization_loss", "regularizers", "relu", "reshape", "set_grad_enabled",
+    "sigmoid", "silu", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "transpose", "var",
+    "where",
 ]

@@ -6,6 +6,7 @@ returns the gradients of chosen inputs and touches no ``.grad``.
 """
 
 from .. import backend
+from ..profiling import nvtx
 from .grad_mode import set_grad_enabled
 from .tensor import Tensor
 
@@ -14,7 +15,8 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
     """Accumulate the gradients of ``tensors`` into the leaves they depend on."""
     roots, seeds = _roots_and_seeds(tensors, grad_tensors)
     retain_graph = create_graph if retain_graph is None else retain_graph
-    _run(roots, seeds, retain_graph, create_graph, inputs=None)
+    with nvtx.range("autograd.backward", category="backward"):
+        _run(roots, seeds, retain_graph, create_graph, inputs=None)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -34,7 +36,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         grad_outputs = _as_list(grad_outputs, "grad_outputs")
     roots, seeds = _roots_and_seeds(outputs, grad_outputs)
     retain_graph = create_graph if retain_graph is None else retain_graph
-    grads = _run(roots, seeds, retain_graph, create_graph, inputs=inputs)
+    with nvtx.range("autograd.grad", category="backward"):
+        grads = _run(roots, seeds, retain_graph, create_graph, inputs=inputs)
     for position, value in enumerate(grads):
         if value is None and not allow_unused:
             raise RuntimeError(
@@ -100,7 +103,14 @@ def _run(roots, seeds, retain_graph, create_graph, inputs):
             grad_outputs = walk.finish_output_grads(node, buffer)
             if runnable is not None and node not in runnable:
                 continue
-            grad_inputs = node.apply_backward(grad_outputs)
+            profiled = nvtx.flag.on  # a group_norm.backward range per node when on
+            if profiled:
+                nvtx.push_backward(node.function)
+            try:
+                grad_inputs = node.apply_backward(grad_outputs)
+            finally:
+                if profiled:
+                    nvtx.pop()
             if not retain_graph:
                 node.release()
             for edge, value in zip(node.edges, grad_inputs):

@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 
 from .. import backend
+from ..profiling import nvtx
 from .grad_mode import _state, is_grad_enabled
 from .tensor import Tensor
 
@@ -152,7 +153,12 @@ class Function:
     Positional arguments that are Tensors are the inputs of the graph; anything
     else (ints, tuples, scalars) reaches forward unchanged, and backward returns
     None in its place.
+
+    ``op_name`` names the op in NVTX ranges (``relu.forward``); by default it is
+    the class name in snake_case (``GroupNorm`` -> ``group_norm``).
     """
+
+    op_name = None
 
     @staticmethod
     def forward(ctx, *args):
@@ -164,29 +170,40 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        raw_args = tuple(arg.data if isinstance(arg, Tensor) else arg for arg in args)
-        if "cupy" in sys.modules:  # with NumPy alone everything is on the CPU
-            _check_same_device(cls, raw_args)
-        needs_input_grad = tuple(isinstance(arg, Tensor) and arg._requires_grad for arg in args)
-        record = is_grad_enabled() and any(needs_input_grad)
-
-        ctx = Context(needs_input_grad)
-        previous, _state.enabled = is_grad_enabled(), False  # forward never records
+        # With NVTX ranges off this is the whole cost of profiling: one flag read.
+        profiled = nvtx.flag.on
+        if profiled:
+            nvtx.push_op(cls)
         try:
-            result = cls.forward(ctx, *raw_args)
-        finally:
-            _state.enabled = previous
-        outputs = result if isinstance(result, tuple) else (result,)
-        outputs = tuple(out if backend.is_array(out) else np.asarray(out) for out in outputs)
+            raw_args = tuple(arg.data if isinstance(arg, Tensor) else arg for arg in args)
+            if "cupy" in sys.modules:  # with NumPy alone everything is on the CPU
+                _check_same_device(cls, raw_args)
+            needs_input_grad = tuple(isinstance(arg, Tensor) and arg._requires_grad
+                                     for arg in args)
+            record = is_grad_enabled() and any(needs_input_grad)
 
-        if not record:
-            tensors = tuple(Tensor(output) for output in outputs)
-        else:
-            node = Node(cls, ctx, args, outputs)
-            ctx._node = weakref.ref(node)  # a strong reference would make a cycle
-            ctx._resolve_saved(args, raw_args, outputs)
-            tensors = tuple(Tensor._from_node(out, node, i) for i, out in enumerate(outputs))
-        return tensors if isinstance(result, tuple) else tensors[0]
+            ctx = Context(needs_input_grad)
+            previous, _state.enabled = is_grad_enabled(), False  # forward never records
+            try:
+                result = cls.forward(ctx, *raw_args)
+            finally:
+                _state.enabled = previous
+            outputs = result if isinstance(result, tuple) else (result,)
+            outputs = tuple(out if backend.is_array(out) else np.asarray(out)
+                            for out in outputs)
+
+            if not record:
+                tensors = tuple(Tensor(output) for output in outputs)
+            else:
+                node = Node(cls, ctx, args, outputs)
+                ctx._node = weakref.ref(node)  # a strong reference would make a cycle
+                ctx._resolve_saved(args, raw_args, outputs)
+                tensors = tuple(Tensor._from_node(out, node, i)
+                                for i, out in enumerate(outputs))
+            return tensors if isinstance(result, tuple) else tensors[0]
+        finally:
+            if profiled:
+                nvtx.pop()
 
 
 def _check_same_device(function, raw_args):

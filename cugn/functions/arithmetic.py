@@ -109,6 +109,8 @@ class MatMul(Function):
     """Matrix product with NumPy's rules: 1-D operands are promoted and the
     promoted axes dropped again; batch axes broadcast."""
 
+    op_name = "matmul"
+
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)

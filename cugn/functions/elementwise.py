@@ -89,6 +89,8 @@ class Sigmoid(Function):
 
 
 class ReLU(Function):
+    op_name = "relu"
+
     @staticmethod
     def forward(ctx, a):
         positive = a > 0
@@ -102,6 +104,8 @@ class ReLU(Function):
 
 class SiLU(Function):
     """x * sigmoid(x), also called swish."""
+
+    op_name = "silu"
 
     @staticmethod
     def forward(ctx, a):

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..backend import compute_dtype
+from ..profiling.nvtx import kernel_range
 
 CHUNK_BYTES = 1 << 19  # per chunk of samples: small enough to stay in a core's L2 cache
 _pool = None
@@ -24,6 +25,11 @@ _pool = None
 
 def forward(x, gamma, beta, layout, epsilon):
     """Return ``y`` (x's dtype), and ``mean`` and ``rstd`` of shape (N, G) in the compute dtype."""
+    with kernel_range("group_norm_fwd_numpy", x.dtype):  # kernel:group_norm_fwd_numpy<float32>
+        return _forward(x, gamma, beta, layout, epsilon)
+
+
+def _forward(x, gamma, beta, layout, epsilon):
     dtype = compute_dtype(x.dtype)
     x5 = layout.to_view(x)
     y5 = np.empty(x5.shape, x.dtype)
@@ -70,6 +76,11 @@ def backward(x, dy, gamma, mean, rstd, layout):
     dx = rstd * (g - mean(g) - xhat * mean(g * xhat)). Only the per-channel
     sums of dy and dy * (x - mean) are needed, so dx is c1 * dy + c2 * (x - mean) + c3.
     """
+    with kernel_range("group_norm_bwd_numpy", x.dtype):  # kernel:group_norm_bwd_numpy<float32>
+        return _backward(x, dy, gamma, mean, rstd, layout)
+
+
+def _backward(x, dy, gamma, mean, rstd, layout):
     dtype = compute_dtype(x.dtype)
     groups = layout.groups
     count = dtype.type(max(layout.group_size, 1))
