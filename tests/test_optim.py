@@ -170,3 +170,18 @@ def test_regularization_loss_helper():
 def test_bad_arguments(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make([_param([1.0])])
+
+
+def test_step_is_an_nvtx_range_in_the_optimizer_category(monkeypatch):
+    from cugn.profiling import nvtx
+
+    pushed = []
+    monkeypatch.setattr(nvtx, "push", lambda message, category: pushed.append((message, category)))
+    monkeypatch.setattr(nvtx, "pop", lambda: None)
+    p = _param([1.0])
+    _set_grad(p, [1.0])
+    with nvtx(True):
+        AdamW([p]).step()
+    with nvtx(False):
+        SGD([p], lr=0.1).step()
+    assert pushed == [("AdamW.step", "optimizer")]

@@ -13,6 +13,7 @@ import numbers
 from .. import backend
 from ..engine.grad_mode import no_grad
 from ..engine.tensor import Tensor
+from ..profiling import nvtx
 
 
 def check_number(value, name, low=0.0, high=None, high_inclusive=False):
@@ -57,8 +58,9 @@ class Optimizer:
             param.grad = None
 
     def step(self):
-        """Update every parameter that has a gradient; all or nothing (see the module)."""
-        with no_grad():
+        """Update every parameter that has a gradient; all or nothing (see the module).
+        Under a profiler the step is the NVTX range ``SGD.step`` (``Adam.step``, ...)."""
+        with nvtx.range(f"{type(self).__name__}.step", category="optimizer"), no_grad():
             work = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
             for index, param in work:
                 self._check_grad(index, param)
