@@ -1,6 +1,5 @@
 """cugn.interop.torch.GroupNorm against torch.nn.GroupNorm, and torch's gradcheck."""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
