@@ -5,12 +5,15 @@ Keras-exact GroupNormalization with CUDA kernels.
 device is first used.
 """
 
-from . import constraints, functional, initializers, layers, profiling, regularizers
+from . import (activations, constraints, functional, initializers, interop, layers, losses,
+               optim, profiling, regularizers)
 from .engine import (Function, Tensor, backward, enable_grad, grad, is_grad_enabled, no_grad,
                      set_grad_enabled)
 from .engine.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .engine.parameter import Parameter
 from .engine.tensor import tensor
+from .interop import from_dlpack
+from .losses import regularization_loss
 from .functions import (abs, concatenate, exp, log, log_softmax, matmul, max, mean, permute,
                         relu, reshape, sigmoid, silu, softmax, sqrt, stack, sum, tanh, transpose,
                         var, where)
@@ -18,10 +21,11 @@ from .functions import (abs, concatenate, exp, log, log_softmax, matmul, max, me
 __version__ = "0.1.0"
 
 __all__ = [
-    "Function", "GradcheckError", "Parameter", "Tensor", "abs", "backward", "concatenate",
-    "constraints", "enable_grad", "exp", "functional", "grad", "gradcheck", "gradgradcheck",
-    "initializers", "is_grad_enabled", "layers", "log", "log_softmax", "matmul", "max", "mean",
-    "no_grad", "permute", "profiling", "regularizers", "relu", "reshape", "set_grad_enabled",
+    "Function", "GradcheckError", "Parameter", "Tensor", "abs", "activations", "backward",
+    "concatenate", "constraints", "enable_grad", "exp", "from_dlpack", "functional", "grad",
+    "gradcheck", "gradgradcheck", "initializers", "interop", "is_grad_enabled", "layers",
+    "log", "log_softmax", "losses", "matmul", "max", "mean", "no_grad", "optim", "permute",
+    "profiling", "regularization_loss", "regularizers", "relu", "reshape", "set_grad_enabled",
     "sigmoid", "silu", "softmax", "sqrt", "stack", "sum", "tanh", "tensor", "transpose", "var",
     "where",
 ]

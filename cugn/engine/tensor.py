@@ -124,6 +124,36 @@ class Tensor:
     def cuda(self, index=None):
         return self.to("cuda" if index is None else f"cuda:{index}")
 
+    # ------------------------------------------------------------- interop
+    def __dlpack__(self, *args, **kwargs):
+        """The data as a DLPack capsule (zero copy), for ``torch.from_dlpack``,
+        ``jax.dlpack.from_dlpack``, ``numpy.from_dlpack`` or ``cupy.from_dlpack``."""
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
+    def __array__(self, dtype=None, copy=None):
+        """NumPy's view of a CPU tensor (no copy unless ``dtype`` or ``copy`` asks for one).
+        A GPU tensor is not converted implicitly, as in CuPy and PyTorch: call ``.numpy()``."""
+        if backend.is_cupy_array(self.data):
+            raise TypeError(f"a tensor on {self.device} cannot be converted to a NumPy array "
+                            "implicitly; call .numpy() to copy it to the host")
+        if copy is False and dtype is not None and np.dtype(dtype) != self.dtype:
+            raise ValueError(f"cannot convert a {self.dtype} tensor to {np.dtype(dtype)} "
+                             "without a copy (copy=False)")
+        array = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return array.copy() if copy else array
+
+    @property
+    def __cuda_array_interface__(self):
+        """CUDA's array interface of a GPU tensor (zero copy, for Numba, CuPy, PyTorch).
+        A CPU tensor has none: the AttributeError makes ``hasattr`` False."""
+        if not backend.is_cupy_array(self.data):
+            raise AttributeError("__cuda_array_interface__ exists only for tensors on a CUDA "
+                                 "device; this one is on the cpu")
+        return self.data.__cuda_array_interface__
+
     def __float__(self):
         return float(self.item())
 

@@ -1,5 +1,6 @@
 """``Layer``: the Keras-style base class (weights, build on first call, config)."""
 
+import os
 import re
 
 import numpy as np
@@ -14,7 +15,9 @@ _name_counts = {}
 
 def _unique_name(cls):
     """``group_normalization``, then ``group_normalization_1``, ... as Keras names layers."""
-    base = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    # Keras's snake case: Conv2D -> conv2d, MaxPooling2D -> max_pooling2d.
+    base = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls.__name__)
+    base = re.sub(r"([a-z])([A-Z])", r"\1_\2", base).lower()
     count = _name_counts.get(base, 0)
     _name_counts[base] = count + 1
     return base if count == 0 else f"{base}_{count}"
@@ -29,6 +32,21 @@ def _policy_name(dtype):
     if isinstance(dtype, str) and dtype.startswith("mixed_"):
         return dtype
     return np.dtype(dtype).name
+
+
+def _npz_path(path):
+    """``path`` with the ".npz" suffix that ``numpy.savez`` would add."""
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
+
+
+def require_default(value, default, name, layer_class):
+    """Accept a Keras argument that cugn does not implement only at its default value,
+    so that Keras configs load; anything else is an error naming it."""
+    normalized = tuple(value) if isinstance(value, list) else value
+    if normalized != default:
+        raise ValueError(f"{layer_class}: {name}={value!r} is not supported by cugn "
+                         f"(only {default!r})")
 
 
 class Layer:
@@ -74,11 +92,11 @@ class Layer:
 
     @property
     def trainable_weights(self):
-        return [w for w in self._weights if w.trainable]
+        return [w for w in self.weights if w.trainable]
 
     @property
     def non_trainable_weights(self):
-        return [w for w in self._weights if not w.trainable]
+        return [w for w in self.weights if not w.trainable]
 
     @property
     def trainable(self):
@@ -93,29 +111,54 @@ class Layer:
     @property
     def losses(self):
         """The regularization penalties of the weights, as scalar Tensors."""
-        return [w.penalty() for w in self._weights if w.regularizer is not None]
+        return [w.penalty() for w in self.weights if w.regularizer is not None]
 
     def get_weights(self):
         """Copies of the weights as NumPy arrays, in creation order."""
-        return [np.array(w.numpy(), copy=True) for w in self._weights]
+        return [np.array(w.numpy(), copy=True) for w in self.weights]
 
     def set_weights(self, weights):
         """Replace every weight; counts and shapes are all checked before any is changed."""
         weights = list(weights)
-        if len(weights) != len(self._weights):
+        own = self.weights
+        if len(weights) != len(own):
             raise ValueError(
-                f"{self.name}: set_weights expected {len(self._weights)} arrays "
-                f"({[w.name for w in self._weights]}), got {len(weights)}"
+                f"{self.name}: set_weights expected {len(own)} arrays "
+                f"({[w.name for w in own]}), got {len(weights)}"
             )
         arrays = []
-        for weight, value in zip(self._weights, weights):
+        for weight, value in zip(own, weights):
             value = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
             if tuple(value.shape) != weight.shape:
                 raise ValueError(f"{self.name}: weight {weight.name!r} has shape {weight.shape}, "
                                  f"got an array of shape {tuple(value.shape)}")
             arrays.append(value.astype(weight.dtype))
-        for weight, value in zip(self._weights, arrays):
+        for weight, value in zip(own, arrays):
             weight.data = backend.to_device(value, weight.device)
+
+    def save_weights(self, path):
+        """Write the weights to an ``.npz`` file (".npz" is appended to ``path`` if missing)."""
+        if not self.built:
+            raise ValueError(f"{self.name} has no weights yet: call it on an input first")
+        weights = self.weights
+        arrays = {f"{i:04d}_{w.name}": array for i, (w, array)
+                  in enumerate(zip(weights, self.get_weights()))}
+        np.savez(_npz_path(path), **arrays)
+
+    def load_weights(self, path):
+        """Read weights written by ``save_weights``. The file's names, count and shapes
+        are all checked against this layer's weights before any weight changes."""
+        if not self.built:
+            raise ValueError(f"{self.name} has no weights yet: call it on an input first")
+        expected = [f"{i:04d}_{w.name}" for i, w in enumerate(self.weights)]
+        path = _npz_path(path)
+        with np.load(path, allow_pickle=False) as stored:
+            names = sorted(stored.files)
+            if names != expected:
+                raise ValueError(f"{self.name}: {path} holds weights {names}, "
+                                 f"expected {expected}")
+            arrays = [stored[name] for name in expected]
+        self.set_weights(arrays)
 
     def to(self, device):
         """Move every weight to ``device``; later weights are created there too."""

@@ -1,0 +1,154 @@
+"""``Dense``, ``Activation``, ``Flatten`` and ``Dropout``."""
+
+import numbers
+
+import numpy as np
+
+from .. import activations, backend, constraints, initializers, regularizers
+from ..engine.tensor import Tensor
+from ..functions import matmul
+from .layer import Layer, require_default
+
+
+def check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Dense(Layer):
+    """``activation(inputs @ kernel + bias)`` on the last axis, as Keras's Dense."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, activity_regularizer=None,
+                 quantization_config=None, lora_rank=None, lora_alpha=None, **kwargs):
+        for name, value in (("activity_regularizer", activity_regularizer),
+                            ("quantization_config", quantization_config),
+                            ("lora_rank", lora_rank), ("lora_alpha", lora_alpha)):
+            require_default(value, None, name, "Dense")
+        units = check_positive_int(units, "units")
+        activation = activations.get(activation)
+        kernel_initializer = initializers.get(kernel_initializer)
+        bias_initializer = initializers.get(bias_initializer)
+        kernel_regularizer = regularizers.get(kernel_regularizer)
+        bias_regularizer = regularizers.get(bias_regularizer)
+        kernel_constraint = constraints.get(kernel_constraint)
+        bias_constraint = constraints.get(bias_constraint)
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.kernel_regularizer = kernel_regularizer
+        self.bias_regularizer = bias_regularizer
+        self.kernel_constraint = kernel_constraint
+        self.bias_constraint = bias_constraint
+        self.kernel = None
+        self.bias = None
+
+    def build(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(f"{self.name} needs inputs of rank >= 2, got shape {input_shape}")
+        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
+                                      self.kernel_initializer, self.kernel_regularizer,
+                                      self.kernel_constraint)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer,
+                                        self.bias_regularizer, self.bias_constraint)
+
+    def call(self, inputs):
+        if inputs.shape[-1] != self.kernel.shape[0]:
+            raise ValueError(f"{self.name} was built for {self.kernel.shape[0]} input features, "
+                             f"got an input of shape {inputs.shape}")
+        y = matmul(inputs, self.kernel)
+        if self.bias is not None:
+            y = y + self.bias
+        return self.activation(y)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize_initializer(self.kernel_initializer),
+            "bias_initializer": initializers.serialize_initializer(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize_regularizer(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize_regularizer(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize_constraint(self.kernel_constraint),
+            "bias_constraint": constraints.serialize_constraint(self.bias_constraint),
+            "quantization_config": None,
+        }
+
+
+class Activation(Layer):
+    """Applies an activation function given by name or as a callable."""
+
+    def __init__(self, activation, **kwargs):
+        activation = activations.get(activation)
+        super().__init__(**kwargs)
+        self.activation = activation
+
+    def call(self, inputs):
+        return self.activation(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": activations.serialize(self.activation)}
+
+
+class Flatten(Layer):
+    """Keeps the batch axis and flattens the rest in row-major order; as in Keras,
+    ``channels_first`` inputs are flattened in channels-last order."""
+
+    def __init__(self, data_format="channels_last", **kwargs):
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', "
+                             f"got {data_format!r}")
+        super().__init__(**kwargs)
+        self.data_format = data_format
+
+    def call(self, inputs):
+        if inputs.ndim < 1:
+            raise ValueError(f"{self.name} needs an input with a batch axis, got a scalar")
+        if self.data_format == "channels_first" and inputs.ndim > 2:
+            inputs = inputs.permute(0, *range(2, inputs.ndim), 1)
+        return inputs.reshape(inputs.shape[0], -1)
+
+    def compute_output_shape(self, input_shape):
+        rest = 1
+        for size in input_shape[1:]:
+            rest *= size
+        return (input_shape[0], rest)
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+class Dropout(Layer):
+    """Inverted dropout: while ``training``, each value is zeroed with probability
+    ``rate`` and the rest are scaled by ``1 / (1 - rate)``; otherwise the identity."""
+
+    def __init__(self, rate, seed=None, noise_shape=None, **kwargs):
+        require_default(noise_shape, None, "noise_shape", "Dropout")
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        keep = self._rng.random(inputs.shape) >= self.rate
+        mask = (keep / (1.0 - self.rate)).astype(inputs.dtype)
+        return inputs * Tensor(backend.to_device(mask, inputs.device))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed,
+                "noise_shape": None}
