@@ -14,6 +14,7 @@ case's references are measured in the same run as the case.
 
 import argparse
 import csv
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -146,8 +147,13 @@ def main(argv=None):
     command = "python " + " ".join([os.path.relpath(__file__), *(argv or sys.argv[1:])])
     write_csv(rows, out / "group_norm_gpu.csv")
     write_summary(rows, out / "group_norm_gpu.md", command)
-    write_plot(rows, out / "group_norm_gpu.png")
-    print(f"wrote {out / 'group_norm_gpu.csv'}, .md and .png")
+    written = ".csv and .md"
+    if importlib.util.find_spec("matplotlib") is None:
+        print("no plot: matplotlib is missing (pip install 'cugn[profiling]')", file=sys.stderr)
+    else:
+        write_plot(rows, out / "group_norm_gpu.png")
+        written = ".csv, .md and .png"
+    print(f"wrote {out / 'group_norm_gpu'}{written}")
     return 0
 
 

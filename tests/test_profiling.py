@@ -189,3 +189,27 @@ def test_gpu_script_refuses_to_run_without_a_gpu(monkeypatch, tmp_path, capsys):
     assert script.main(["--out", str(tmp_path)]) == 1
     assert "nothing was measured" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_gpu_script_runs_every_case_and_writes_its_three_files(monkeypatch, tmp_path, capsys):
+    # The measurement itself needs a GPU; here run_case hands back given rows, so
+    # what is checked is the script's flow: every case run, three files written.
+    script = load_gpu_script()
+    monkeypatch.setattr(benchmark, "cuda_available", lambda: True)
+    seen = []
+
+    def run_case(case, device, repeats=None):
+        seen.append((case, device, repeats))
+        return fake_rows()
+
+    monkeypatch.setattr(benchmark, "run_case", run_case)
+    assert script.main(["--out", str(tmp_path / "results"), "--repeats", "3"]) == 0
+    assert [c for c, _, _ in seen] == script.cases()
+    assert {(d, r) for _, d, r in seen} == {("cuda", 3)}
+    names = sorted(p.name for p in (tmp_path / "results").iterdir())
+    expected = ["group_norm_gpu.csv", "group_norm_gpu.md"]
+    if importlib.util.find_spec("matplotlib"):
+        expected.append("group_norm_gpu.png")
+    assert names == sorted(expected)
+    summary = (tmp_path / "results" / "group_norm_gpu.md").read_text()
+    assert "--repeats 3" in summary and "abc1234" in summary
