@@ -17,11 +17,11 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import format_table, optional_import, time_cpu  # noqa: E402
-
+# The source tree this script belongs to.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cugn  # noqa: E402
 from cugn.functional import group_norm  # noqa: E402
+from cugn.profiling.timing import format_table, optional_import, time_cpu  # noqa: E402
 
 CASES = [((8, 32, 32, 256), -1), ((8, 256, 32, 32), 1)]
 GROUPS = 32

@@ -146,8 +146,8 @@ COLUMNS = ["kernel", "launches", "duration_us", "dram_GB/s", "dram_%_of_peak", "
 
 
 def format_summary(summary):
-    sys.path.insert(0, HERE)
-    from harness import format_table
+    sys.path.insert(0, ROOT)
+    from cugn.profiling.timing import format_table
 
     def shown(value):
         if value is None:

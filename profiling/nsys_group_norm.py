@@ -92,8 +92,8 @@ def range_kernel_table(rows):
 
 
 def print_tables(reports):
-    sys.path.insert(0, HERE)
-    from harness import format_table
+    sys.path.insert(0, ROOT)
+    from cugn.profiling.timing import format_table
 
     def show(title, table, columns):
         print(f"\n{title}")

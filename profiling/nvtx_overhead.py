@@ -92,8 +92,9 @@ def main(argv=None):
         return worker(args.batches, args.number)
 
     sys.path.insert(0, HERE)
+    sys.path.insert(0, ROOT)
     import nvtx_recorder
-    from harness import format_table
+    from cugn.profiling.timing import format_table
 
     results = {"no tool": _run({}, args.batches, args.number)}
     with tempfile.TemporaryDirectory() as directory:

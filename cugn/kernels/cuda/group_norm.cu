@@ -1,0 +1,588 @@
+// GroupNorm kernels of cugn, compiled at run time by NVRTC (see cuda_loader.py).
+//
+// Every kernel sees its input through the (N, M, G, D, S) view of layout.py, made
+// contiguous: element (n, m, g, d, s) lies at (((n*M + m)*G + g)*D + d)*S + s, and
+// C = G*D. Template parameters:
+//   T  storage type: Half, float or double;
+//   A  accumulation type, AccOf<T>: float for Half and float, double for double;
+//   V  values of T per vector access (V*sizeof(T) <= 16 bytes);
+//   I  index type: unsigned int below 2^31 elements, unsigned long long above.
+//
+// Forward:  statistics partials -> finalize (mean, rstd) -> apply y = a*(x - p) + b.
+// Backward: per-channel partial sums -> group coefficients, dgamma and dbeta -> dx.
+// The backward also sums x - mean: the saved mean is rounded to the accumulation
+// type, which matters when |mean| >> std, and the mean of x - mean over the group
+// (the residual) corrects for it, as the NumPy path does.
+// Every reduction runs in an order fixed by the launch shape alone (no float
+// atomics), so the same input gives bitwise the same results.
+
+namespace cugn {
+
+constexpr int kBlock = 256;  // threads per block of every kernel
+// Resident blocks per SM asked of ptxas (<= 64 registers a thread). Without an
+// explicit minimum, ptxas 13 picks a tighter register target for some
+// instantiations and spills; with it none spills (python -m cugn.kernels).
+constexpr int kMinBlocks = 4;
+
+// float16 as raw bits, converted with PTX: no header needed under NVRTC.
+struct Half {
+  unsigned short bits;
+};
+
+template <typename T>
+struct AccOf {
+  typedef float type;
+};
+template <>
+struct AccOf<double> {
+  typedef double type;
+};
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(Half v) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+  return f;
+}
+
+__device__ __forceinline__ void from_acc(float v, float& out) { out = v; }
+__device__ __forceinline__ void from_acc(double v, double& out) { out = v; }
+__device__ __forceinline__ void from_acc(float v, Half& out) {
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(out.bits) : "f"(v));
+}
+
+// ------------------------------------------------------------------ vector access
+
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <int V, typename T, typename I>
+__device__ __forceinline__ Pack<T, V> load_pack(const T* __restrict__ p, I vector_index) {
+  return reinterpret_cast<const Pack<T, V>*>(p)[vector_index];
+}
+
+template <int V, typename T, typename I>
+__device__ __forceinline__ void store_pack(T* __restrict__ p, I vector_index,
+                                           const Pack<T, V>& pack) {
+  reinterpret_cast<Pack<T, V>*>(p)[vector_index] = pack;
+}
+
+// ------------------------------------------------------------------ reduction core
+
+__device__ __forceinline__ float divide(float a, float b) { return __fdividef(a, b); }
+__device__ __forceinline__ double divide(double a, double b) { return a / b; }
+
+// Count, mean and sum of squared deviations of the values seen (Welford), merged
+// across lanes, warps and blocks with Chan's formula. The forward feeds it values
+// shifted by a per-group pivot (the group's first element), so the mean it tracks
+// is small and exact even when |mean| >> std.
+template <typename A>
+struct Welford {
+  A count, mean, m2;
+
+  __device__ __forceinline__ void add(A value) {
+    count += A(1);
+    const A delta = value - mean;
+    mean += divide(delta, count);
+    m2 += delta * (value - mean);
+  }
+};
+
+template <typename A>
+__device__ __forceinline__ Welford<A> empty_welford() {
+  Welford<A> w = {A(0), A(0), A(0)};
+  return w;
+}
+
+template <typename A>
+__device__ __forceinline__ Welford<A> merge(const Welford<A>& a, const Welford<A>& b) {
+  if (b.count == A(0)) return a;
+  if (a.count == A(0)) return b;
+  Welford<A> r;
+  r.count = a.count + b.count;
+  const A delta = b.mean - a.mean;
+  const A weight = divide(b.count, r.count);
+  r.mean = a.mean + delta * weight;
+  r.m2 = a.m2 + b.m2 + delta * delta * a.count * weight;
+  return r;
+}
+
+// The backward's running sums of dy, dy * (x - mean) and x - mean.
+template <typename A>
+struct Sums {
+  A dy, dy_centered, centered;
+};
+
+template <typename A>
+__device__ __forceinline__ Sums<A> merge(const Sums<A>& a, const Sums<A>& b) {
+  Sums<A> r = {a.dy + b.dy, a.dy_centered + b.dy_centered, a.centered + b.centered};
+  return r;
+}
+
+template <typename A>
+__device__ __forceinline__ Welford<A> shuffle_xor(const Welford<A>& w, int offset) {
+  Welford<A> r;
+  r.count = __shfl_xor_sync(0xffffffffu, w.count, offset);
+  r.mean = __shfl_xor_sync(0xffffffffu, w.mean, offset);
+  r.m2 = __shfl_xor_sync(0xffffffffu, w.m2, offset);
+  return r;
+}
+
+template <typename A>
+__device__ __forceinline__ Sums<A> shuffle_xor(const Sums<A>& s, int offset) {
+  Sums<A> r;
+  r.dy = __shfl_xor_sync(0xffffffffu, s.dy, offset);
+  r.dy_centered = __shfl_xor_sync(0xffffffffu, s.dy_centered, offset);
+  r.centered = __shfl_xor_sync(0xffffffffu, s.centered, offset);
+  return r;
+}
+
+// Segmented warp reduction: merges every aligned run of `width` lanes (a power of
+// two <= 32); the first lane of each run holds its result. Every lane of the warp
+// must call it.
+template <typename S>
+__device__ __forceinline__ S warp_merge(S value, int width) {
+  for (int offset = width >> 1; offset > 0; offset >>= 1) {
+    value = merge(value, shuffle_xor(value, offset));
+  }
+  return value;
+}
+
+// Whole-block reduction: shuffles within warps, shared memory across warps only.
+// Thread 0 holds the result. Every thread of the block must call it.
+template <typename S>
+__device__ __forceinline__ S block_merge(S value, S empty) {
+  __shared__ S warp_results[kBlock / 32];
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  value = warp_merge(value, 32);
+  if (lane == 0) warp_results[warp] = value;
+  __syncthreads();
+  if (warp == 0) {
+    value = lane < kBlock / 32 ? warp_results[lane] : empty;
+    value = warp_merge(value, kBlock / 32);
+  }
+  return value;
+}
+
+// A unit of `unit_threads` threads (a power of two <= 32, or the whole block).
+template <typename S>
+__device__ __forceinline__ S unit_merge(S value, S empty, int unit_threads) {
+  return unit_threads <= 32 ? warp_merge(value, unit_threads) : block_merge(value, empty);
+}
+
+template <int V, typename T, typename A>
+__device__ __forceinline__ void add_pack(Welford<A>& w, const Pack<T, V>& pack, A pivot) {
+#pragma unroll
+  for (int i = 0; i < V; ++i) w.add(to_acc(pack.v[i]) - pivot);
+}
+
+template <int V, typename T, typename A>
+__device__ __forceinline__ void add_pack(Sums<A>& s, const Pack<T, V>& x, const Pack<T, V>& dy,
+                                         A mean) {
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const A g = to_acc(dy.v[i]);
+    const A centered = to_acc(x.v[i]) - mean;
+    s.dy += g;
+    s.dy_centered += g * centered;
+    s.centered += centered;
+  }
+}
+
+// ------------------------------------------------------------------ segment traversal
+//
+// A "segment unit" is `segments` rows of `row` vectors each, `stride` vectors apart:
+// a group (n, g) is M rows of D*S values, C*S apart; a channel (n, c) with S > 1 is
+// M rows of S values, C*S apart. A unit is split into `split` chunks of `chunk`
+// vectors of its flattened (segment, position) index; `unit_threads` threads
+// (a power of two <= 32 for small units, else the block) reduce one chunk.
+
+template <typename I>
+__device__ __forceinline__ I segment_offset(I j, I row, I stride, I segments) {
+  return segments == 1 ? j : (j / row) * stride + j % row;
+}
+
+// Forward statistics over segment units (channels-first, general layouts, and
+// channels-last with long groups). Partials are (count, mean, m2), each an array
+// of units*split values, indexed by unit*split + chunk.
+template <typename T, int V, typename I>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    forward_stats_segment(const T* __restrict__ x, typename AccOf<T>::type* __restrict__ partials,
+                          I units, I inner, I segments, I row, I split, I chunk,
+                          int unit_threads) {
+  typedef typename AccOf<T>::type A;
+  const int lane = threadIdx.x & (unit_threads - 1);
+  const I slot = I(blockIdx.x) * I(kBlock / unit_threads) + I(threadIdx.x / unit_threads);
+  const I slots = units * split;
+  Welford<A> w = empty_welford<A>();
+  if (slot < slots) {
+    const I unit = slot / split;
+    const I k = slot % split;
+    const I base = (unit / inner) * segments * inner * row + (unit % inner) * row;
+    const I stride = inner * row;
+    const A pivot = to_acc(x[base * V]);
+    const I end = min(k * chunk + chunk, segments * row);
+#pragma unroll 4
+    for (I j = k * chunk + I(lane); j < end; j += I(unit_threads)) {
+      add_pack<V>(w, load_pack<V>(x, base + segment_offset(j, row, stride, segments)), pivot);
+    }
+  }
+  w = unit_merge(w, empty_welford<A>(), unit_threads);
+  if (lane == 0 && slot < slots) {
+    partials[slot] = w.count;
+    partials[slots + slot] = w.mean;
+    partials[2 * slots + slot] = w.m2;
+  }
+}
+
+// ------------------------------------------------------------------ channels-last tiles
+//
+// With S == 1 a block covers a tile of `rows_per_block` pixel rows (strided over
+// a chunk of `chunk_rows` pixels) by lanes*V channels (16-byte vectors along C).
+// Block b is (n, column chunk h, row chunk k) with b = (n*column_chunks + h)*split + k.
+
+// Forward statistics for channels-last groups of D <= 32*V channels: the lanes of
+// one group are merged by a segmented warp reduction of `merge_width` lanes (the
+// lanes per group when that is a power of two, else 1), then rows and the rest of
+// the group's lanes in shared memory in a fixed order.
+template <typename T, int V, typename I>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    forward_stats_column(const T* __restrict__ x, typename AccOf<T>::type* __restrict__ partials,
+                         I rows, I channels, I group_channels, I groups, I column_chunks,
+                         I split, I chunk_rows, int lanes, int rows_per_block, int merge_width) {
+  typedef typename AccOf<T>::type A;
+  __shared__ Welford<A> thread_results[kBlock];
+  const int lane = threadIdx.x % lanes;
+  const int row = threadIdx.x / lanes;
+  const I k = I(blockIdx.x) % split;
+  const I h = (I(blockIdx.x) / split) % column_chunks;
+  const I n = I(blockIdx.x) / split / column_chunks;
+  const I first_channel = h * I(lanes * V);
+  const I c = first_channel + I(lane * V);
+  Welford<A> w = empty_welford<A>();
+  if (c < channels && row < rows_per_block) {
+    const I g = c / group_channels;
+    const A pivot = to_acc(x[n * rows * channels + g * group_channels]);
+    const I end = min(rows, k * chunk_rows + chunk_rows);
+#pragma unroll 4
+    for (I m = k * chunk_rows + I(row); m < end; m += I(rows_per_block)) {
+      add_pack<V>(w, load_pack<V>(x, ((n * rows + m) * channels + c) / V), pivot);
+    }
+  }
+  w = warp_merge(w, merge_width);
+  thread_results[threadIdx.x] = w;
+  __syncthreads();
+  const int group_lanes = int(group_channels) / V;
+  if (threadIdx.x < lanes / group_lanes) {
+    const I g = first_channel / group_channels + I(threadIdx.x);
+    if (g < groups) {
+      Welford<A> total = empty_welford<A>();
+      for (int r = 0; r < rows_per_block; ++r) {
+        for (int l = threadIdx.x * group_lanes; l < (threadIdx.x + 1) * group_lanes;
+             l += merge_width) {
+          total = merge(total, thread_results[r * lanes + l]);
+        }
+      }
+      const I slots = I(gridDim.x) / column_chunks / split * groups * split;
+      const I slot = (n * groups + g) * split + k;
+      partials[slot] = total.count;
+      partials[slots + slot] = total.mean;
+      partials[2 * slots + slot] = total.m2;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ forward
+
+// One thread per group (n, g): merges its `split` partials in order and writes
+// mean and rstd, and the pivot and pivot-relative mean the apply kernel uses.
+template <typename T, typename I>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    forward_finalize(const T* __restrict__ x, const typename AccOf<T>::type* __restrict__ partials,
+                     typename AccOf<T>::type* __restrict__ mean,
+                     typename AccOf<T>::type* __restrict__ rstd,
+                     typename AccOf<T>::type* __restrict__ pivot,
+                     typename AccOf<T>::type* __restrict__ shifted_mean, I units, I split,
+                     I groups, I batch_stride, I group_stride, typename AccOf<T>::type count,
+                     typename AccOf<T>::type epsilon) {
+  typedef typename AccOf<T>::type A;
+  const I q = I(blockIdx.x) * I(kBlock) + I(threadIdx.x);
+  if (q >= units) return;
+  const I slots = units * split;
+  Welford<A> w = empty_welford<A>();
+  for (I k = 0; k < split; ++k) {
+    const I slot = q * split + k;
+    const Welford<A> part = {partials[slot], partials[slots + slot], partials[2 * slots + slot]};
+    w = merge(w, part);
+  }
+  const A var = max(w.m2 / count, A(0));
+  const A denominator = var + epsilon;
+  // rstd = 0 where var + epsilon == 0: a constant group with epsilon 0 maps to beta.
+  const A r = denominator > A(0) ? A(1) / sqrt(denominator) : A(0);
+  const A p = to_acc(x[(q / groups) * batch_stride + (q % groups) * group_stride]);
+  mean[q] = p + w.mean;
+  rstd[q] = r;
+  pivot[q] = p;
+  shifted_mean[q] = w.mean;
+}
+
+// The (n, c) of the vector starting at element e; with S == 1 (channels-last) the
+// V values are channels c..c+V-1 of one group, else V positions of channel c.
+template <bool CHANNELS_LAST, typename I>
+__device__ __forceinline__ void locate(I e, I spatial, I channels, I batch_stride, I& n, I& c) {
+  c = CHANNELS_LAST ? e % channels : (e / spatial) % channels;
+  n = e / batch_stride;
+}
+
+// y = a*(x - p) + b with a = rstd*gamma[c] and b = beta[c] - a*(mean - p): the
+// affine folded per (n, c), the shift by the pivot p keeping it exact for large means.
+template <typename T, int V, typename I, bool CHANNELS_LAST>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    forward_apply(const T* __restrict__ x, T* __restrict__ y,
+                  const typename AccOf<T>::type* __restrict__ gamma,
+                  const typename AccOf<T>::type* __restrict__ beta,
+                  const typename AccOf<T>::type* __restrict__ rstd,
+                  const typename AccOf<T>::type* __restrict__ pivot,
+                  const typename AccOf<T>::type* __restrict__ shifted_mean, I vectors, I spatial,
+                  I channels, I group_channels, I groups, I batch_stride) {
+  typedef typename AccOf<T>::type A;
+  for (I j = I(blockIdx.x) * I(kBlock) + I(threadIdx.x); j < vectors;
+       j += I(gridDim.x) * I(kBlock)) {
+    I n, c;
+    locate<CHANNELS_LAST>(j * V, spatial, channels, batch_stride, n, c);
+    const I q = n * groups + c / group_channels;
+    const A r = rstd[q];
+    const A p = pivot[q];
+    const A m = shifted_mean[q];
+    const Pack<T, V> in = load_pack<V>(x, j);
+    Pack<T, V> out;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const I ci = CHANNELS_LAST ? c + I(i) : c;
+      const A a = gamma == nullptr ? r : r * gamma[ci];
+      const A b = (beta == nullptr ? A(0) : beta[ci]) - a * m;
+      from_acc(a * (to_acc(in.v[i]) - p) + b, out.v[i]);
+    }
+    store_pack<V>(y, j, out);
+  }
+}
+
+// ------------------------------------------------------------------ backward
+//
+// Partial sums of dy, dy*(x - mean) and x - mean per (n, chunk k, c): three
+// arrays of N*split*C values, indexed (n*split + k)*C + c.
+
+// Channels with S > 1: segment units (n, c) of M rows of S values.
+template <typename T, int V, typename I>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    backward_partials_segment(const T* __restrict__ x, const T* __restrict__ dy,
+                              const typename AccOf<T>::type* __restrict__ mean,
+                              typename AccOf<T>::type* __restrict__ partials, I units,
+                              I channels, I segments, I row, I split, I chunk, I group_channels,
+                              I groups, int unit_threads) {
+  typedef typename AccOf<T>::type A;
+  const int lane = threadIdx.x & (unit_threads - 1);
+  const I slot = I(blockIdx.x) * I(kBlock / unit_threads) + I(threadIdx.x / unit_threads);
+  const I slots = units * split;
+  const Sums<A> empty = {A(0), A(0), A(0)};
+  Sums<A> s = empty;
+  I n = 0, c = 0, k = 0;
+  if (slot < slots) {
+    const I unit = slot / split;
+    k = slot % split;
+    n = unit / channels;
+    c = unit % channels;
+    const I base = n * segments * channels * row + c * row;
+    const I stride = channels * row;
+    const A mu = mean[n * groups + c / group_channels];
+    const I end = min(k * chunk + chunk, segments * row);
+#pragma unroll 4
+    for (I j = k * chunk + I(lane); j < end; j += I(unit_threads)) {
+      const I offset = base + segment_offset(j, row, stride, segments);
+      add_pack<V>(s, load_pack<V>(x, offset), load_pack<V>(dy, offset), mu);
+    }
+  }
+  s = unit_merge(s, empty, unit_threads);
+  if (lane == 0 && slot < slots) {
+    const I index = (n * split + k) * channels + c;
+    partials[index] = s.dy;
+    partials[slots + index] = s.dy_centered;
+    partials[2 * slots + index] = s.centered;
+  }
+}
+
+// Channels-last (S == 1): each thread sums its V channels over its rows, then
+// one thread per channel adds the block's rows in order.
+template <typename T, int V, typename I>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    backward_partials_column(const T* __restrict__ x, const T* __restrict__ dy,
+                             const typename AccOf<T>::type* __restrict__ mean,
+                             typename AccOf<T>::type* __restrict__ partials, I rows, I channels,
+                             I group_channels, I groups, I column_chunks, I split, I chunk_rows,
+                             int lanes, int rows_per_block) {
+  typedef typename AccOf<T>::type A;
+  __shared__ A row_sums[3][kBlock * V];
+  const int lane = threadIdx.x % lanes;
+  const int row = threadIdx.x / lanes;
+  const I k = I(blockIdx.x) % split;
+  const I h = (I(blockIdx.x) / split) % column_chunks;
+  const I n = I(blockIdx.x) / split / column_chunks;
+  const I first_channel = h * I(lanes * V);
+  const I c = first_channel + I(lane * V);
+  A sum_dy[V], sum_dy_centered[V], sum_centered[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) sum_dy[i] = sum_dy_centered[i] = sum_centered[i] = A(0);
+  if (c < channels && row < rows_per_block) {
+    const A mu = mean[n * groups + c / group_channels];
+    const I end = min(rows, k * chunk_rows + chunk_rows);
+#pragma unroll 2
+    for (I m = k * chunk_rows + I(row); m < end; m += I(rows_per_block)) {
+      const I offset = ((n * rows + m) * channels + c) / V;
+      const Pack<T, V> xs = load_pack<V>(x, offset);
+      const Pack<T, V> gs = load_pack<V>(dy, offset);
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const A g = to_acc(gs.v[i]);
+        const A centered = to_acc(xs.v[i]) - mu;
+        sum_dy[i] += g;
+        sum_dy_centered[i] += g * centered;
+        sum_centered[i] += centered;
+      }
+    }
+  }
+  if (row < rows_per_block) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      row_sums[0][threadIdx.x * V + i] = sum_dy[i];
+      row_sums[1][threadIdx.x * V + i] = sum_dy_centered[i];
+      row_sums[2][threadIdx.x * V + i] = sum_centered[i];
+    }
+  }
+  __syncthreads();
+  const int width = lanes * V;  // channels in this tile; thread (row, lane) wrote row*width + lane*V
+  const I slots = I(gridDim.x) / column_chunks * channels;
+  for (int col = threadIdx.x; col < width; col += kBlock) {
+    if (first_channel + I(col) >= channels) break;
+    A total_dy = A(0), total_dy_centered = A(0), total_centered = A(0);
+    for (int r = 0; r < rows_per_block; ++r) {
+      total_dy += row_sums[0][r * width + col];
+      total_dy_centered += row_sums[1][r * width + col];
+      total_centered += row_sums[2][r * width + col];
+    }
+    const I index = (n * split + k) * channels + first_channel + I(col);
+    partials[index] = total_dy;
+    partials[slots + index] = total_dy_centered;
+    partials[2 * slots + index] = total_centered;
+  }
+}
+
+// One warp per group (n, g): the group sums of gamma*dy, gamma*dy*(x - mean) and
+// x - mean over its D channels and split chunks, folded into
+// dx = c1*dy + c2*(x - mean) + c3. With the residual e = sum(x - mean) / count
+// (x - mean - e is centred on the exact mean) and
+// s = sum(gamma*dy*(x - mean)) - e*sum(gamma*dy) = sum(gamma*dy*(x - mean - e)):
+// c2 = -rstd^3 * s / count and c3 = -rstd * sum(gamma*dy) / count - c2*e.
+template <typename T, typename I>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    backward_coefficients(const typename AccOf<T>::type* __restrict__ partials,
+                          const typename AccOf<T>::type* __restrict__ gamma,
+                          const typename AccOf<T>::type* __restrict__ rstd,
+                          typename AccOf<T>::type* __restrict__ c2,
+                          typename AccOf<T>::type* __restrict__ c3,
+                          typename AccOf<T>::type* __restrict__ residual, I units, I groups,
+                          I group_channels, I split, typename AccOf<T>::type count) {
+  typedef typename AccOf<T>::type A;
+  const I q = (I(blockIdx.x) * I(kBlock) + I(threadIdx.x)) / 32;
+  const int lane = threadIdx.x & 31;
+  if (q >= units) return;  // whole warps leave together
+  const I n = q / groups;
+  const I channels = groups * group_channels;
+  const I slots = units / groups * split * channels;
+  Sums<A> s = {A(0), A(0), A(0)};
+  for (I t = I(lane); t < group_channels * split; t += 32) {
+    const I c = (q % groups) * group_channels + t / split;
+    const I index = (n * split + t % split) * channels + c;
+    const A w = gamma == nullptr ? A(1) : gamma[c];
+    s.dy += w * partials[index];
+    s.dy_centered += w * partials[slots + index];
+    s.centered += partials[2 * slots + index];
+  }
+  s = warp_merge(s, 32);
+  if (lane == 0) {
+    const A r = rstd[q];
+    const A e = s.centered / count;
+    const A k2 = -r * r * ((s.dy_centered - e * s.dy) * r / count);
+    c2[q] = k2;
+    c3[q] = -r * (s.dy / count) - k2 * e;
+    residual[q] = e;
+  }
+}
+
+// One thread per channel: dbeta = sum of dy, dgamma = sum of rstd * dy*(x - mean - e)
+// with e the group's residual, over the batch and the chunks in order.
+template <typename T, typename I>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    backward_parameters(const typename AccOf<T>::type* __restrict__ partials,
+                        const typename AccOf<T>::type* __restrict__ rstd,
+                        const typename AccOf<T>::type* __restrict__ residual,
+                        typename AccOf<T>::type* __restrict__ dgamma,
+                        typename AccOf<T>::type* __restrict__ dbeta, I batch, I channels,
+                        I group_channels, I groups, I split) {
+  typedef typename AccOf<T>::type A;
+  const I c = I(blockIdx.x) * I(kBlock) + I(threadIdx.x);
+  if (c >= channels) return;
+  const I slots = batch * split * channels;
+  A total_dy = A(0), total_dgamma = A(0);
+  for (I n = 0; n < batch; ++n) {
+    A dy = A(0), dy_centered = A(0);
+    for (I k = 0; k < split; ++k) {
+      const I index = (n * split + k) * channels + c;
+      dy += partials[index];
+      dy_centered += partials[slots + index];
+    }
+    const I q = n * groups + c / group_channels;
+    total_dy += dy;
+    total_dgamma += (dy_centered - residual[q] * dy) * rstd[q];
+  }
+  dbeta[c] = total_dy;
+  dgamma[c] = total_dgamma;
+}
+
+// dx = rstd*gamma[c]*dy + c2*(x - mean) + c3.
+template <typename T, int V, typename I, bool CHANNELS_LAST>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    backward_dx(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dx,
+                const typename AccOf<T>::type* __restrict__ gamma,
+                const typename AccOf<T>::type* __restrict__ mean,
+                const typename AccOf<T>::type* __restrict__ rstd,
+                const typename AccOf<T>::type* __restrict__ c2,
+                const typename AccOf<T>::type* __restrict__ c3, I vectors, I spatial,
+                I channels, I group_channels, I groups, I batch_stride) {
+  typedef typename AccOf<T>::type A;
+  for (I j = I(blockIdx.x) * I(kBlock) + I(threadIdx.x); j < vectors;
+       j += I(gridDim.x) * I(kBlock)) {
+    I n, c;
+    locate<CHANNELS_LAST>(j * V, spatial, channels, batch_stride, n, c);
+    const I q = n * groups + c / group_channels;
+    const A mu = mean[q];
+    const A r = rstd[q];
+    const A k2 = c2[q];
+    const A k3 = c3[q];
+    const Pack<T, V> xs = load_pack<V>(x, j);
+    const Pack<T, V> gs = load_pack<V>(dy, j);
+    Pack<T, V> out;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const I ci = CHANNELS_LAST ? c + I(i) : c;
+      const A k1 = gamma == nullptr ? r : r * gamma[ci];
+      from_acc(k1 * to_acc(gs.v[i]) + k2 * (to_acc(xs.v[i]) - mu) + k3, out.v[i]);
+    }
+    store_pack<V>(dx, j, out);
+  }
+}
+
+}  // namespace cugn

@@ -1,0 +1,102 @@
+"""Where the CUDA GroupNorm kernels come from: source, compile options,
+instantiations, and the cached CuPy modules.
+
+Kernels are compiled at run time, one ``cupy.RawModule`` per ``Configuration``
+(storage dtype, vector width, 64-bit indexing) and device, each holding every
+kernel that configuration can launch. ``compile_check.py`` compiles exactly these modules
+through NVRTC for explicit architectures, so CI proves what ships.
+"""
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SOURCE_PATH = Path(__file__).with_name("cuda") / "group_norm.cu"
+
+# Compile options shared by the loader and the compile check. Full-precision
+# division and sqrt stay on (NVRTC's default): rstd must match the NumPy path.
+OPTIONS = ("--std=c++17",)
+
+# The architectures the compile check targets by default (A100 and H100 class).
+ARCHITECTURES = ("sm_80", "sm_90")
+
+VECTOR_BYTES = 16
+STORAGE_TYPES = {
+    np.dtype(np.float16): "cugn::Half",
+    np.dtype(np.float32): "float",
+    np.dtype(np.float64): "double",
+}
+INDEX_TYPES = {False: "unsigned int", True: "unsigned long long"}
+
+# Kernels templated on <T, V, I>, on <T, V, I, CHANNELS_LAST>, and on <T, I>.
+VECTOR_KERNELS = ("forward_stats_segment", "forward_stats_column",
+                  "backward_partials_segment", "backward_partials_column")
+LAYOUT_KERNELS = ("forward_apply", "backward_dx")
+SCALAR_KERNELS = ("forward_finalize", "backward_coefficients", "backward_parameters")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One compiled module: storage dtype, values per vector access, 64-bit indices."""
+
+    dtype: np.dtype
+    vector: int
+    index64: bool
+
+    def kernel(self, name, channels_last=None):
+        """The name expression of one kernel instantiation in this module."""
+        types = STORAGE_TYPES[self.dtype]
+        index = INDEX_TYPES[self.index64]
+        if name in SCALAR_KERNELS:
+            return f"cugn::{name}<{types}, {index}>"
+        if name in LAYOUT_KERNELS:
+            flag = "true" if channels_last else "false"
+            return f"cugn::{name}<{types}, {self.vector}, {index}, {flag}>"
+        return f"cugn::{name}<{types}, {self.vector}, {index}>"
+
+    def name_expressions(self):
+        """Every kernel instantiation this configuration can launch."""
+        names = [self.kernel(k) for k in VECTOR_KERNELS]
+        names += [self.kernel(k, flag) for k in LAYOUT_KERNELS for flag in (True, False)]
+        names += [self.kernel(k) for k in SCALAR_KERNELS]
+        return names
+
+    def __str__(self):
+        return f"{self.dtype.name}, vector {self.vector}, {'64' if self.index64 else '32'}-bit index"
+
+
+def vector_widths(dtype):
+    """The vector widths compiled for ``dtype``: powers of two up to 16 bytes."""
+    widest = VECTOR_BYTES // np.dtype(dtype).itemsize
+    return tuple(1 << i for i in range(widest.bit_length()))
+
+
+def configurations():
+    """Every configuration the library can load."""
+    return [Configuration(dtype, vector, index64)
+            for dtype in STORAGE_TYPES
+            for vector in vector_widths(dtype)
+            for index64 in (False, True)]
+
+
+@functools.cache
+def source():
+    return SOURCE_PATH.read_text()
+
+
+@functools.cache
+def kernels(configuration, device_id):
+    """The kernels of ``configuration`` loaded on device ``device_id``, by name
+    expression; compiled on first use (then cached in memory and in CuPy's on-disk
+    kernel cache).
+
+    A loaded module belongs to one device, so the cache is per device, and the
+    kernels are looked up under that device so that the module is loaded there."""
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        compiled = cupy.RawModule(code=source(), options=OPTIONS,
+                                  name_expressions=configuration.name_expressions())
+        return {name: compiled.get_function(name) for name in configuration.name_expressions()}

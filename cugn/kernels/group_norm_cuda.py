@@ -1,0 +1,236 @@
+"""GroupNorm forward and backward on CuPy arrays: the CUDA path.
+
+Same function as ``group_norm_numpy.py``. The input is made contiguous once in
+its (N, M, G, D, S) view; ``cuda_plan`` picks the kernels, tiers and grids, and
+``cuda_loader`` supplies the compiled kernels. Everything runs on CuPy's current
+stream without synchronising; no float atomics, so results are bitwise
+reproducible.
+
+Forward: statistics partials, one thread per group merging them (mean, rstd),
+then y = a*(x - p) + b in one elementwise pass. Backward: per-(n, c) sums of dy,
+dy*(x - mean) and x - mean, then per-group coefficients and dgamma/dbeta from
+those sums in a fixed order, then dx = c1*dy + c2*(x - mean) + c3 in one
+elementwise pass. The sum of x - mean corrects for the rounding of the saved
+mean when |mean| >> std, as the NumPy path does.
+"""
+
+import functools
+
+import cupy
+import numpy as np
+from cupy_backends.cuda.api import driver
+
+from ..backend import compute_dtype
+from ..profiling.nvtx import kernel_range
+from . import cuda_loader, cuda_plan
+
+# Kernels whose occupancy sizes the grids (all share the block size and launch bounds).
+_REDUCTION_KERNELS = ("forward_stats_segment", "forward_stats_column",
+                      "backward_partials_segment", "backward_partials_column")
+
+
+def forward(x, gamma, beta, layout, epsilon):
+    """Return ``y`` (x's dtype), and ``mean`` and ``rstd`` of shape (N, G) in the compute dtype."""
+    _check_dtype(x)
+    acc = compute_dtype(x.dtype)
+    if x.size == 0:
+        return _empty_forward(x, layout, acc, epsilon)
+    with x.device:  # launches and allocations on x's device, on its current stream
+        return _forward(x, gamma, beta, layout, epsilon, acc)
+
+
+def _forward(x, gamma, beta, layout, epsilon, acc):
+    batch, rows, groups, group_channels, spatial = layout.view
+    x5 = cupy.ascontiguousarray(layout.to_view(x))
+    y5 = cupy.empty_like(x5)
+    plan, kernels, index = _prepare(x5, (x5, y5))
+    channels = groups * group_channels
+    units = batch * groups
+
+    stats = plan.statistics
+    partials = cupy.empty(3 * units * stats.split, acc)
+    if stats.kernel == "segment":
+        kernels.forward_stats_segment(
+            (stats.grid,), (cuda_plan.BLOCK,),
+            (x5, partials, index(units), index(groups), index(rows),
+             index(group_channels * spatial // plan.vector), index(stats.split),
+             index(stats.chunk), np.int32(stats.unit_threads)))
+    else:
+        kernels.forward_stats_column(
+            (stats.grid,), (cuda_plan.BLOCK,),
+            (x5, partials, index(rows), index(channels), index(group_channels), index(groups),
+             index(stats.column_chunks), index(stats.split), index(stats.chunk),
+             np.int32(stats.lanes), np.int32(stats.rows_per_block), np.int32(stats.merge_width)))
+
+    mean = cupy.empty((batch, groups), acc)
+    rstd = cupy.empty((batch, groups), acc)
+    pivot = cupy.empty(units, acc)
+    shifted_mean = cupy.empty(units, acc)
+    kernels.forward_finalize(
+        (plan.finalize_grid,), (cuda_plan.BLOCK,),
+        (x5, partials, mean, rstd, pivot, shifted_mean, index(units), index(stats.split),
+         index(groups), index(rows * channels * spatial), index(group_channels * spatial),
+         acc.type(layout.group_size), acc.type(epsilon)))
+
+    kernels.forward_apply(
+        (plan.elementwise_grid,), (cuda_plan.BLOCK,),
+        (x5, y5, _parameter(gamma, acc), _parameter(beta, acc), rstd, pivot, shifted_mean,
+         index(x5.size // plan.vector), index(spatial), index(channels), index(group_channels),
+         index(groups), index(rows * channels * spatial)))
+    return layout.from_view(y5), mean, rstd
+
+
+def backward(x, dy, gamma, mean, rstd, layout):
+    """Return ``dx`` (x's dtype), ``dgamma`` and ``dbeta`` (feature shape, compute dtype).
+
+    ``dy`` is read in x's dtype (it is cast when it differs).
+    """
+    _check_dtype(x)
+    acc = compute_dtype(x.dtype)
+    if x.size == 0:
+        with x.device:
+            return (cupy.empty(x.shape, x.dtype), cupy.zeros(layout.feature_shape, acc),
+                    cupy.zeros(layout.feature_shape, acc))
+    with x.device:
+        return _backward(x, dy, gamma, mean, rstd, layout, acc)
+
+
+def _backward(x, dy, gamma, mean, rstd, layout, acc):
+    batch, rows, groups, group_channels, spatial = layout.view
+    x5 = cupy.ascontiguousarray(layout.to_view(x))
+    dy5 = cupy.ascontiguousarray(layout.to_view(dy), dtype=x.dtype)
+    dx5 = cupy.empty_like(x5)
+    plan, kernels, index = _prepare(x5, (x5, dy5, dx5))
+    channels = groups * group_channels
+    units = batch * groups
+    mean = cupy.ascontiguousarray(mean, dtype=acc)
+    rstd = cupy.ascontiguousarray(rstd, dtype=acc)
+    weight = _parameter(gamma, acc)
+
+    sums = plan.partials
+    partials = cupy.empty(3 * batch * sums.split * channels, acc)
+    if sums.kernel == "segment":
+        kernels.backward_partials_segment(
+            (sums.grid,), (cuda_plan.BLOCK,),
+            (x5, dy5, mean, partials, index(batch * channels), index(channels), index(rows),
+             index(spatial // plan.vector), index(sums.split), index(sums.chunk),
+             index(group_channels), index(groups), np.int32(sums.unit_threads)))
+    else:
+        kernels.backward_partials_column(
+            (sums.grid,), (cuda_plan.BLOCK,),
+            (x5, dy5, mean, partials, index(rows), index(channels), index(group_channels),
+             index(groups), index(sums.column_chunks), index(sums.split), index(sums.chunk),
+             np.int32(sums.lanes), np.int32(sums.rows_per_block)))
+
+    c2 = cupy.empty(units, acc)
+    c3 = cupy.empty(units, acc)
+    residual = cupy.empty(units, acc)
+    kernels.backward_coefficients(
+        (plan.coefficients_grid,), (cuda_plan.BLOCK,),
+        (partials, weight, rstd, c2, c3, residual, index(units), index(groups),
+         index(group_channels), index(sums.split), acc.type(layout.group_size)))
+    dgamma = cupy.empty(channels, acc)
+    dbeta = cupy.empty(channels, acc)
+    kernels.backward_parameters(
+        (plan.parameters_grid,), (cuda_plan.BLOCK,),
+        (partials, rstd, residual, dgamma, dbeta, index(batch), index(channels),
+         index(group_channels), index(groups), index(sums.split)))
+
+    kernels.backward_dx(
+        (plan.elementwise_grid,), (cuda_plan.BLOCK,),
+        (x5, dy5, dx5, weight, mean, rstd, c2, c3, index(x5.size // plan.vector),
+         index(spatial), index(channels), index(group_channels), index(groups),
+         index(rows * channels * spatial)))
+    return (layout.from_view(dx5), dgamma.reshape(layout.feature_shape),
+            dbeta.reshape(layout.feature_shape))
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class _Launch:
+    """One kernel, launched inside an NVTX kernel range named after it, e.g.
+    ``kernel:group_norm_forward_apply<float16, 8>`` (what ncu_group_norm.py filters on)."""
+
+    def __init__(self, raw, name, configuration):
+        self.raw = raw  # the cupy.RawKernel
+        self.range_name = f"group_norm_{name}"
+        self.template_args = (configuration.dtype.name, configuration.vector)
+
+    def __call__(self, grid, block, args):
+        with kernel_range(self.range_name, *self.template_args):
+            self.raw(grid, block, args)
+
+
+class _Kernels:
+    """The kernels of one compiled configuration on one device, by short name."""
+
+    def __init__(self, configuration, channels_last, device_id):
+        loaded = cuda_loader.kernels(configuration, device_id)
+        for name in (*cuda_loader.VECTOR_KERNELS, *cuda_loader.SCALAR_KERNELS):
+            setattr(self, name, _Launch(loaded[configuration.kernel(name)], name, configuration))
+        for name in cuda_loader.LAYOUT_KERNELS:
+            setattr(self, name, _Launch(loaded[configuration.kernel(name, channels_last)], name,
+                                        configuration))
+
+
+@functools.cache
+def _kernels(configuration, channels_last, device_id):
+    return _Kernels(configuration, channels_last, device_id)
+
+
+@functools.cache
+def _blocks_per_sm(device_id, configuration):
+    """The smallest occupancy (resident blocks per SM) of the reduction kernels."""
+    kernels = _kernels(configuration, True, device_id)
+    return max(1, min(
+        driver.occupancyMaxActiveBlocksPerMultiprocessor(
+            getattr(kernels, name).raw.kernel.ptr, cuda_plan.BLOCK, 0)
+        for name in _REDUCTION_KERNELS))
+
+
+@functools.cache
+def _sm_count(device_id):
+    return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
+
+
+def _check_dtype(x):
+    # CuPy has no bfloat16 array type, so float16, float32 and float64 are all a
+    # CuPy array can hold among the dtypes group_norm accepts.
+    if x.dtype not in cuda_loader.STORAGE_TYPES:
+        raise TypeError(f"x must be float16, float32 or float64 for GroupNorm on CUDA, "
+                        f"got dtype {x.dtype}")
+
+
+def _prepare(x5, vector_arrays):
+    """The plan, the kernels and the index scalar type for the contiguous view ``x5``;
+    ``vector_arrays`` are every array read or written with vectors (their addresses
+    bound the vector width)."""
+    view = x5.shape
+    itemsize = x5.dtype.itemsize
+    addresses = [a.data.ptr for a in vector_arrays]
+    vector = cuda_plan.vector_width(view, itemsize, addresses)
+    configuration = cuda_loader.Configuration(x5.dtype, vector,
+                                              cuda_plan.needs_index64(x5.size))
+    device_id = x5.device.id
+    plan = cuda_plan.plan(view, itemsize, addresses, _sm_count(device_id),
+                          _blocks_per_sm(device_id, configuration))
+    index = np.uint64 if plan.index64 else np.uint32
+    return plan, _kernels(configuration, plan.channels_last, device_id), index
+
+
+def _parameter(param, acc):
+    """gamma or beta flattened, contiguous, in the compute dtype; None stays None
+    (a null pointer: the kernels then use 1 and 0)."""
+    if param is None:
+        return None
+    return cupy.ascontiguousarray(param.reshape(-1), dtype=acc)
+
+
+def _empty_forward(x, layout, acc, epsilon):
+    """An empty batch or empty groups: mean 0 and var 0, as the NumPy path gives."""
+    shape = (layout.batch, layout.groups)
+    denominator = acc.type(epsilon)
+    rstd = acc.type(1) / np.sqrt(denominator) if denominator > 0 else acc.type(0)
+    with x.device:
+        return cupy.empty(x.shape, x.dtype), cupy.zeros(shape, acc), cupy.full(shape, rstd, acc)
