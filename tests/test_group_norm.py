@@ -219,6 +219,22 @@ def test_empty_batch(axis):
     np.testing.assert_array_equal(beta.grad.numpy(), np.zeros(6, np.float32))
 
 
+@pytest.mark.parametrize("shape, axis", [((2, 0, 8), -1), ((2, 4, 0), 1), ((0, 0, 4), -1)])
+def test_groups_without_values(shape, axis):
+    x = cugn.tensor(np.zeros(shape, np.float32), requires_grad=True)
+    gamma = cugn.tensor(np.ones(shape[axis], np.float32), requires_grad=True)
+    y = group_norm(x, 2, gamma, axis=axis)
+    assert y.shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+    np.testing.assert_array_equal(gamma.grad.numpy(), np.zeros(shape[axis], np.float32))
+
+
+def test_no_channels_is_an_error():
+    with pytest.raises(ValueError, match="at least one channel"):
+        group_norm(np.zeros((2, 3, 0), np.float32), -1)
+
+
 @pytest.mark.parametrize("make_view", [
     lambda a: a.transpose(0, 2, 3, 1),          # NCHW memory seen as NHWC
     lambda a: a[:, :, ::2, 1:],                 # strided slices

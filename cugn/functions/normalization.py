@@ -85,6 +85,9 @@ def feature_axes(axis, shape):
 
 def resolve_groups(groups, channels):
     """The group count for ``channels`` channels (``-1`` becomes ``channels``)."""
+    if channels == 0:
+        raise ValueError("group normalization needs at least one channel on the feature "
+                         "axes, got 0")
     if groups == -1:
         return channels
     if groups > channels:

@@ -31,6 +31,8 @@ def forward(x, gamma, beta, layout, epsilon):
 
 def _forward(x, gamma, beta, layout, epsilon):
     dtype = compute_dtype(x.dtype)
+    if x.size == 0:
+        return _empty_forward(x, layout, dtype, epsilon)
     x5 = layout.to_view(x)
     y5 = np.empty(x5.shape, x.dtype)
     mean = np.empty((layout.batch, layout.groups), dtype)
@@ -82,6 +84,9 @@ def backward(x, dy, gamma, mean, rstd, layout):
 
 def _backward(x, dy, gamma, mean, rstd, layout):
     dtype = compute_dtype(x.dtype)
+    if x.size == 0:
+        zeros = np.zeros(layout.feature_shape, dtype)
+        return np.empty(x.shape, x.dtype), zeros, zeros.copy()
     groups = layout.groups
     count = dtype.type(max(layout.group_size, 1))
     x5, dy5 = layout.to_view(x), layout.to_view(dy)
@@ -127,6 +132,13 @@ def _backward(x, dy, gamma, mean, rstd, layout):
         dbeta += partials[start][1]
     return (layout.from_view(dx5), dgamma.reshape(layout.feature_shape),
             dbeta.reshape(layout.feature_shape))
+
+
+def _empty_forward(x, layout, dtype, epsilon):
+    """An empty batch, or groups with no values: mean 0 and variance 0."""
+    shape = (layout.batch, layout.groups)
+    return (np.empty(x.shape, x.dtype), np.zeros(shape, dtype),
+            np.full(shape, _reciprocal_sqrt(np.asarray(epsilon, dtype))))
 
 
 def _channel_dot(a, b):
