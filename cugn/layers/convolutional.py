@@ -1,12 +1,11 @@
 """``Conv2D``: Keras's 2-D convolution layer on an im2col of NumPy or CuPy arrays."""
 
-from .. import activations, constraints, initializers, regularizers
 from ..functions.convolution import _pair, check_data_format, check_padding, conv2d
-from .core import check_positive_int
-from .layer import Layer, require_default
+from .core import KernelLayer, check_positive_int
+from .layer import require_default
 
 
-class Conv2D(Layer):
+class Conv2D(KernelLayer):
     """``activation(conv2d(inputs, kernel) + bias)``; the kernel is (KH, KW, C_in, filters)
     whatever the ``data_format`` ("channels_last", Keras's default, or "channels_first")."""
 
@@ -26,40 +25,20 @@ class Conv2D(Layer):
         strides = _pair(strides, "strides")
         padding = check_padding(padding)
         data_format = check_data_format(data_format)
-        activation = activations.get(activation)
-        kernel_initializer = initializers.get(kernel_initializer)
-        bias_initializer = initializers.get(bias_initializer)
-        kernel_regularizer = regularizers.get(kernel_regularizer)
-        bias_regularizer = regularizers.get(bias_regularizer)
-        kernel_constraint = constraints.get(kernel_constraint)
-        bias_constraint = constraints.get(bias_constraint)
-        super().__init__(**kwargs)
+        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, kernel_constraint,
+                         bias_constraint, **kwargs)
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
         self.padding = padding
         self.data_format = data_format
-        self.activation = activation
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
-        self.kernel_regularizer = kernel_regularizer
-        self.bias_regularizer = bias_regularizer
-        self.kernel_constraint = kernel_constraint
-        self.bias_constraint = bias_constraint
-        self.kernel = None
-        self.bias = None
 
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"{self.name} needs 4-D inputs, got shape {input_shape}")
         channels = input_shape[1] if self.data_format == "channels_first" else input_shape[-1]
-        self.kernel = self.add_weight("kernel", self.kernel_size + (channels, self.filters),
-                                      self.kernel_initializer, self.kernel_regularizer,
-                                      self.kernel_constraint)
-        if self.use_bias:
-            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer,
-                                        self.bias_regularizer, self.bias_constraint)
+        self.build_kernel_and_bias(self.kernel_size + (channels, self.filters), self.filters)
 
     def call(self, inputs):
         y = conv2d(inputs, self.kernel, self.bias, self.strides, self.padding, self.data_format)
@@ -75,13 +54,5 @@ class Conv2D(Layer):
             "data_format": self.data_format,
             "dilation_rate": (1, 1),
             "groups": 1,
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize_initializer(self.kernel_initializer),
-            "bias_initializer": initializers.serialize_initializer(self.bias_initializer),
-            "kernel_regularizer": regularizers.serialize_regularizer(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize_regularizer(self.bias_regularizer),
             "activity_regularizer": None,
-            "kernel_constraint": constraints.serialize_constraint(self.kernel_constraint),
-            "bias_constraint": constraints.serialize_constraint(self.bias_constraint),
         }

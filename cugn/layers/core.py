@@ -16,18 +16,14 @@ def check_positive_int(value, name):
     return int(value)
 
 
-class Dense(Layer):
-    """``activation(inputs @ kernel + bias)`` on the last axis, as Keras's Dense."""
+class KernelLayer(Layer):
+    """What Dense and Conv2D share: an activation, a kernel and an optional bias,
+    with their initializers, regularizers and constraints (checked before the
+    layer takes a name) and their part of the config."""
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+    def __init__(self, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, activity_regularizer=None,
-                 quantization_config=None, lora_rank=None, lora_alpha=None, **kwargs):
-        for name, value in (("activity_regularizer", activity_regularizer),
-                            ("quantization_config", quantization_config),
-                            ("lora_rank", lora_rank), ("lora_alpha", lora_alpha)):
-            require_default(value, None, name, "Dense")
-        units = check_positive_int(units, "units")
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
         activation = activations.get(activation)
         kernel_initializer = initializers.get(kernel_initializer)
         bias_initializer = initializers.get(bias_initializer)
@@ -36,7 +32,6 @@ class Dense(Layer):
         kernel_constraint = constraints.get(kernel_constraint)
         bias_constraint = constraints.get(bias_constraint)
         super().__init__(**kwargs)
-        self.units = units
         self.activation = activation
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
@@ -48,15 +43,48 @@ class Dense(Layer):
         self.kernel = None
         self.bias = None
 
+    def build_kernel_and_bias(self, kernel_shape, bias_size):
+        self.kernel = self.add_weight("kernel", kernel_shape, self.kernel_initializer,
+                                      self.kernel_regularizer, self.kernel_constraint)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (bias_size,), self.bias_initializer,
+                                        self.bias_regularizer, self.bias_constraint)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize_initializer(self.kernel_initializer),
+            "bias_initializer": initializers.serialize_initializer(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize_regularizer(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize_regularizer(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize_constraint(self.kernel_constraint),
+            "bias_constraint": constraints.serialize_constraint(self.bias_constraint),
+        }
+
+
+class Dense(KernelLayer):
+    """``activation(inputs @ kernel + bias)`` on the last axis, as Keras's Dense."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, activity_regularizer=None,
+                 quantization_config=None, lora_rank=None, lora_alpha=None, **kwargs):
+        for name, value in (("activity_regularizer", activity_regularizer),
+                            ("quantization_config", quantization_config),
+                            ("lora_rank", lora_rank), ("lora_alpha", lora_alpha)):
+            require_default(value, None, name, "Dense")
+        units = check_positive_int(units, "units")
+        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, kernel_constraint,
+                         bias_constraint, **kwargs)
+        self.units = units
+
     def build(self, input_shape):
         if len(input_shape) < 2:
             raise ValueError(f"{self.name} needs inputs of rank >= 2, got shape {input_shape}")
-        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
-                                      self.kernel_initializer, self.kernel_regularizer,
-                                      self.kernel_constraint)
-        if self.use_bias:
-            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer,
-                                        self.bias_regularizer, self.bias_constraint)
+        self.build_kernel_and_bias((input_shape[-1], self.units), self.units)
 
     def call(self, inputs):
         if inputs.shape[-1] != self.kernel.shape[0]:
@@ -71,19 +99,7 @@ class Dense(Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "activation": activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize_initializer(self.kernel_initializer),
-            "bias_initializer": initializers.serialize_initializer(self.bias_initializer),
-            "kernel_regularizer": regularizers.serialize_regularizer(self.kernel_regularizer),
-            "bias_regularizer": regularizers.serialize_regularizer(self.bias_regularizer),
-            "kernel_constraint": constraints.serialize_constraint(self.kernel_constraint),
-            "bias_constraint": constraints.serialize_constraint(self.bias_constraint),
-            "quantization_config": None,
-        }
+        return {**super().get_config(), "units": self.units, "quantization_config": None}
 
 
 class Activation(Layer):
