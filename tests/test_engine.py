@@ -57,6 +57,16 @@ def test_grads_do_not_alias_the_seed_or_each_other():
     np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
 
 
+def test_grads_seen_through_views_do_not_alias_the_seed_or_each_other():
+    a = cugn.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    b = cugn.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    seed = np.ones((2, 2), dtype=np.float32)
+    (a.reshape(2, 2) + b.T).backward(seed)
+    assert not np.shares_memory(a.grad.numpy(), seed)
+    assert not np.shares_memory(b.grad.numpy(), seed)
+    assert not np.shares_memory(a.grad.numpy(), b.grad.numpy())
+
+
 def test_broadcast_gradients_sum_back_to_each_shape():
     a = cugn.tensor(np.ones((2, 3)), requires_grad=True)
     b = cugn.tensor(np.ones((3,)), requires_grad=True)

@@ -159,7 +159,7 @@ class _Walk:
     def __init__(self, inputs, create_graph, seeds):
         self.create_graph = create_graph
         self.buffers = {}
-        self.shared = {id(seed.data) for seed in seeds}
+        self.shared = {id(_memory_owner(seed.data)) for seed in seeds}
         self.capturing = inputs is not None
         self.captured = [None] * len(inputs) if self.capturing else None
         self.leaf_targets = {}
@@ -208,12 +208,13 @@ class _Walk:
         elif self.create_graph:
             leaf.grad = value
         else:
-            # A view, a seed or an array already stored as another leaf's grad is copied,
-            # so that no two .grad arrays (or a .grad and the caller's seed) share memory.
+            # Memory that a seed or another leaf's grad already uses is copied, so that no
+            # two .grad arrays (or a .grad and the caller's seed) share memory; a fresh
+            # result of a backward, even seen through a reshape, is kept as it is.
             array = value.data
-            if getattr(array, "base", None) is not None or id(array) in self.shared:
+            if id(_memory_owner(array)) in self.shared:
                 array = array.copy()
-            self.shared.add(id(array))
+            self.shared.add(id(_memory_owner(array)))
             leaf.grad = Tensor(array)
 
     def _capture(self, position, value):
@@ -250,3 +251,9 @@ def _checked_grad(node, edge, value):
         value = value.to(dtype=edge.dtype)
     return value
 
+
+def _memory_owner(array):
+    """The object that owns ``array``'s memory: the end of its chain of bases."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
