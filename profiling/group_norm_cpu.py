@@ -13,6 +13,7 @@ import argparse
 import csv
 import os
 import platform
+import statistics
 import sys
 
 import numpy as np
@@ -99,6 +100,8 @@ def keras_timers(x, dy, gamma, beta, axis):
 def main():
     parser = argparse.ArgumentParser(description="cugn group_norm CPU benchmark")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="rounds of interleaved timings per row (default 7)")
     args = parser.parse_args()
     torch = optional_import("torch")
     rng = np.random.default_rng(0)
@@ -117,8 +120,15 @@ def main():
             peers["keras_jax"] = keras
         for pass_index, pass_name in enumerate(("forward", "forward+backward")):
             row = {"shape": "x".join(map(str, shape)), "axis": axis, "pass": pass_name}
-            for name, timers in peers.items():
-                row[f"{name}_us"] = round(time_cpu(timers[pass_index]))
+            # The peers take turns, round after round, so that load from elsewhere on a
+            # shared machine falls on all of them alike; each reports its median round.
+            samples = {name: [] for name in peers}
+            for _ in range(args.rounds):
+                for name, timers in peers.items():
+                    samples[name].append(time_cpu(timers[pass_index], repeats=10,
+                                                  min_seconds=0.1))
+            for name in peers:
+                row[f"{name}_us"] = round(statistics.median(samples[name]))
             for name in ("torch", "keras_jax"):
                 if f"{name}_us" in row:
                     row[f"cugn/{name}"] = round(row["cugn_us"] / row[f"{name}_us"], 2)
