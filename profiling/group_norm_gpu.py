@@ -43,9 +43,9 @@ def cases():
     return result
 
 
-def write_csv(rows, path):
+def write_csv(rows, path, device="cuda"):
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=benchmark.columns("cuda"))
+        writer = csv.DictWriter(handle, fieldnames=benchmark.columns(device))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
@@ -99,25 +99,34 @@ def write_summary(rows, path, command):
 
 
 def write_plot(rows, path):
-    """Effective bandwidth of cugn and of the copy, per case, forward and backward."""
+    """Effective bandwidth per case, forward and backward: cugn, each peer that was
+    measured, and the copy of the same traffic (the ceiling)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
+    naive = next(c for c in rows[0] if c.endswith("_naive_us"))
+    series = [("cugn", "cugn_us"), ("torch", "torch_us"), ("Keras on JAX", "keras_jax_us"),
+              (naive[:-3].replace("_", " "), naive), ("copy of the same traffic", "copy_us")]
+    figure, axes = plt.subplots(2, 1, figsize=(13, 8), sharex=True)
     for ax, pass_name in zip(axes, benchmark.PASSES):
         chosen = [r for r in rows if r["pass"] == pass_name]
         labels = [f"{r['shape']}\naxis {r['axis']} {r['dtype']}" for r in chosen]
-        positions = list(range(len(chosen)))
-        # The copy moves the same bytes: its bandwidth is cugn's scaled by the time ratio.
-        copy_gbps = [r["cugn_gbps"] * r["cugn_us"] / r["copy_us"] for r in chosen]
-        ax.bar([p - 0.2 for p in positions], [r["cugn_gbps"] for r in chosen], 0.4, label="cugn")
-        ax.bar([p + 0.2 for p in positions], copy_gbps, 0.4, label="copy of the same traffic")
+        # Every peer moves the same least traffic: its bandwidth is cugn's scaled by the
+        # ratio of the times.
+        present = [(label, key) for label, key in series
+                   if any(r.get(key) is not None for r in chosen)]
+        width = 0.8 / len(present)
+        for k, (label, key) in enumerate(present):
+            offsets = [i - 0.4 + (k + 0.5) * width for i in range(len(chosen))]
+            values = [0 if r.get(key) is None else r["cugn_gbps"] * r["cugn_us"] / r[key]
+                      for r in chosen]
+            ax.bar(offsets, values, width, label=label)
         ax.set_ylabel("GB/s")
         ax.set_title(f"{pass_name} ({benchmark.TRAFFIC[pass_name]}x the tensor's bytes)")
-        ax.legend()
-    axes[-1].set_xticks(positions, labels, rotation=60, ha="right", fontsize=7)
+        ax.legend(fontsize=8)
+    axes[-1].set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
     figure.suptitle(f"GroupNorm effective bandwidth, {rows[0]['device']}, commit "
                     f"{rows[0]['commit'] or 'unknown'}")
     figure.tight_layout()
@@ -130,30 +139,37 @@ def main(argv=None):
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
                         help="directory for the CSV, the summary and the plot")
     parser.add_argument("--repeats", type=int, help="timed samples per measurement")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu runs the same sweep on the NumPy path (a dry run of the "
+                             "script, written as group_norm_cpu_sweep.*)")
     args = parser.parse_args(argv)
-    if not benchmark.cuda_available():
+    if args.device == "cuda" and not benchmark.cuda_available():
         print("group_norm_gpu.py needs CuPy and a CUDA device; nothing was measured",
               file=sys.stderr)
         return 1
     rows = []
     for case in cases():
-        case_rows = benchmark.run_case(case, "cuda", repeats=args.repeats)
+        case_rows = benchmark.run_case(case, args.device, repeats=args.repeats)
         print(format_table(case_rows, ["shape", "axis", "dtype", "pass", "cugn_us", "copy_us",
-                                       "torch_us", "keras_jax_us", "cupy_naive_us",
-                                       "pct_of_copy"]), flush=True)
+                                       "torch_us", "keras_jax_us",
+                                       benchmark.naive_column(args.device), "pct_of_copy"]),
+              flush=True)
         rows += case_rows
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    stem = out / ("group_norm_gpu" if args.device == "cuda" else "group_norm_cpu_sweep")
     command = "python " + " ".join([os.path.relpath(__file__), *(argv or sys.argv[1:])])
-    write_csv(rows, out / "group_norm_gpu.csv")
-    write_summary(rows, out / "group_norm_gpu.md", command)
-    written = ".csv and .md"
+    write_csv(rows, stem.with_suffix(".csv"), args.device)
+    written = ".csv"
+    if args.device == "cuda":  # the summary checks the GPU goals
+        write_summary(rows, stem.with_suffix(".md"), command)
+        written = ".csv and .md"
     if importlib.util.find_spec("matplotlib") is None:
         print("no plot: matplotlib is missing (pip install 'cugn[profiling]')", file=sys.stderr)
     else:
-        write_plot(rows, out / "group_norm_gpu.png")
-        written = ".csv, .md and .png"
-    print(f"wrote {out / 'group_norm_gpu'}{written}")
+        write_plot(rows, stem.with_suffix(".png"))
+        written += " and .png"
+    print(f"wrote {stem}{written}")
     return 0
 
 
