@@ -1,5 +1,5 @@
 """GPU benchmark: cugn's CUDA GroupNorm against a copy of the same bytes, torch,
-Keras on JAX and a naive CuPy composition, over the shapes of issue 3.
+Keras on JAX and a naive CuPy composition, over a set of typical shapes.
 
     python profiling/group_norm_gpu.py [--out profiling/results] [--repeats 100]
 
@@ -27,7 +27,7 @@ from cugn.profiling.timing import format_table, format_value  # noqa: E402
 CHANNELS_LAST = [(8, 64, 64, 512), (1, 128, 128, 512), (32, 32, 32, 256), (2, 4096, 320)]
 DTYPES = ("float16", "float32")
 GROUPS = 32
-# Forward and backward effective bandwidth as a share of the copy's, the goals of issue 3.
+# The goals: forward and backward effective bandwidth as a share of the copy's.
 GOALS = {"forward": 80.0, "backward": 75.0}
 PEERS = ("torch_us", "keras_jax_us")
 
