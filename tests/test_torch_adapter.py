@@ -41,6 +41,29 @@ def test_matches_torch_group_norm_forward_and_backward(dtype, tol, shape, groups
                                    atol=tol * 10)
 
 
+@pytest.mark.parametrize("weight_dtype", [torch.float16, torch.float32])
+def test_float16_inputs_match_torch_in_float32(weight_dtype):
+    ours, reference = _pair(4, 8, torch.float32)
+    ours = ours.to(weight_dtype)
+    x = torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(3)) * 50 + 300
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    x16 = x.half().requires_grad_()
+    x32 = x16.detach().float().requires_grad_()  # the same rounded values
+    y16, y32 = ours(x16), reference(x32)
+    assert y16.dtype == torch.float16
+    # float16 rounding of the output (and of the weights, when they are float16)
+    torch.testing.assert_close(y16.float(), y32, rtol=2e-3, atol=4e-3)
+    y16.backward(dy.half())
+    y32.backward(dy.half().float())
+    assert x16.grad.dtype == torch.float16 and ours.weight.grad.dtype == weight_dtype
+    torch.testing.assert_close(x16.grad.float(), x32.grad, rtol=2e-3, atol=2e-4)
+    scale = reference.weight.grad.abs().max()
+    torch.testing.assert_close(ours.weight.grad.float(), reference.weight.grad, rtol=0,
+                               atol=2e-3 * scale)
+    torch.testing.assert_close(ours.bias.grad.float(), reference.bias.grad, rtol=0,
+                               atol=2e-3 * reference.bias.grad.abs().max())
+
+
 def test_torch_gradcheck_float64():
     module = GroupNorm(2, 4).double()
     with torch.no_grad():
@@ -75,8 +98,10 @@ def test_constructor_and_input_checks():
         GroupNorm(0, 4)
     with pytest.raises(ValueError, match=r"\(N, 4, \*\)"):
         GroupNorm(2, 4)(torch.randn(2, 3, 5))
-    with pytest.raises(TypeError, match="float32 or float64"):
-        GroupNorm(2, 4)(torch.randn(2, 4, 5).half())
+    with pytest.raises(TypeError, match="float16, float32 or float64.*bfloat16"):
+        GroupNorm(2, 4)(torch.randn(2, 4, 5).bfloat16())
+    with pytest.raises(ValueError, match="weight is torch.float64 .* input is torch.float32"):
+        GroupNorm(2, 4).double()(torch.randn(2, 4, 5))
     assert repr(GroupNorm(2, 4)) == "GroupNorm(2, 4, eps=1e-05, affine=True)"
 
 
@@ -91,3 +116,17 @@ def test_cuda_matches_torch_group_norm():
     y1.sum().backward()
     y2.sum().backward()
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_cuda_float16_matches_torch_in_float32():
+    ours, reference = _pair(4, 8, torch.float32)
+    ours, reference = ours.cuda(), reference.cuda()
+    x16 = (torch.randn(2, 8, 6, 6, device="cuda") * 20 + 100).half().requires_grad_()
+    x32 = x16.detach().float().requires_grad_()
+    y16, y32 = ours(x16), reference(x32)
+    torch.testing.assert_close(y16.float(), y32, rtol=2e-3, atol=4e-3)
+    y16.float().square().sum().backward()
+    y32.square().sum().backward()
+    torch.testing.assert_close(x16.grad.float(), x32.grad, rtol=5e-3, atol=5e-3)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=2e-3, atol=2e-3)

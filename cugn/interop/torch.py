@@ -16,7 +16,9 @@ import torch
 from .. import kernels
 from ..kernels.layout import GroupLayout
 
-_DTYPES = (torch.float32, torch.float64)
+# float16 is computed in float32 (and its weights may be float32, as under mixed
+# precision); bfloat16 has no NumPy or CuPy array type to share memory with.
+_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
 def _as_array(tensor):
@@ -70,9 +72,10 @@ class GroupNormFunction(torch.autograd.Function):
                 _as_array(x), _as_array(dy), None if weight is None else _as_array(weight),
                 _as_array(mean), _as_array(rstd), ctx.layout)
         needs = ctx.needs_input_grad
+        # dgamma and dbeta come in the compute dtype; torch wants the weights' own.
         return (_as_torch(dx) if needs[0] else None,
-                _as_torch(dgamma) if needs[1] else None,
-                _as_torch(dbeta) if needs[2] else None, None, None)
+                _as_torch(dgamma).to(weight.dtype) if needs[1] else None,
+                _as_torch(dbeta).to(weight.dtype) if needs[2] else None, None, None)
 
 
 class GroupNorm(torch.nn.Module):
@@ -111,12 +114,14 @@ class GroupNorm(torch.nn.Module):
             raise ValueError(f"expected an input of shape (N, {self.num_channels}, *), "
                              f"got {tuple(input.shape)}")
         if input.dtype not in _DTYPES:
-            raise TypeError(f"cugn's GroupNorm takes float32 or float64 tensors, "
+            raise TypeError(f"cugn's GroupNorm takes float16, float32 or float64 tensors, "
                             f"got {input.dtype}")
-        if self.affine and (self.weight.dtype != input.dtype
-                            or self.weight.device != input.device):
-            raise ValueError(f"weight is {self.weight.dtype} on {self.weight.device} but the "
-                             f"input is {input.dtype} on {input.device}")
+        if self.affine:
+            mixed = input.dtype == torch.float16 and self.weight.dtype == torch.float32
+            if (self.weight.dtype != input.dtype and not mixed) or \
+                    self.weight.device != input.device:
+                raise ValueError(f"weight is {self.weight.dtype} on {self.weight.device} but "
+                                 f"the input is {input.dtype} on {input.device}")
         return GroupNormFunction.apply(input, self.weight, self.bias, self.num_groups, self.eps)
 
     def extra_repr(self):
