@@ -150,6 +150,19 @@ def test_statistics_stay_accurate_far_from_zero(dtype, tolerance, axis):
                           atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("outlier", [1e3, 3e4])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_an_outlier_at_the_first_position_keeps_the_variance_exact(outlier, axis):
+    # The first value of a group is where the statistics are anchored; far from the
+    # rest it must not make the float32 variance cancel.
+    shape = (2, 4, 64, 64) if axis == 1 else (2, 64, 64, 4)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[(0,) * 4] = outlier
+    y = group_norm(x, 2, axis=axis, epsilon=0.0)
+    np.testing.assert_allclose(y.numpy(), group_norm_reference(x, 2, axis=axis, epsilon=0.0),
+                               rtol=0, atol=2e-5 * outlier)
+
+
 @pytest.mark.parametrize("create_graph", [False, True])
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_float32_gradients_stay_accurate_far_from_zero(create_graph, axis):
@@ -184,6 +197,15 @@ def test_constant_groups_give_beta(epsilon, dtype):
     y.sum().backward()
     for t in (xt, gt, bt):
         assert np.isfinite(t.grad.numpy()).all()
+
+
+def test_a_group_holding_infinity_gives_nan_only_there():
+    x = np.ones((2, 4, 3), np.float32)
+    x[0, 1, 0] = np.inf
+    with np.errstate(invalid="ignore"):
+        y = group_norm(x, 3).numpy()
+    assert np.isnan(y[0, :, 0]).all()
+    assert np.isfinite(np.delete(y.reshape(-1, 3), [0], axis=1)).all()
 
 
 @pytest.mark.parametrize("scale", [6e4, 3e4])

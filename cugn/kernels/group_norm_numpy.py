@@ -6,9 +6,10 @@ chunks of a few hundred kilobytes: every pass over a chunk after the first
 hits the cache, so the several NumPy passes cost little more than one pass
 over memory, and the chunks run on a thread pool (NumPy releases the GIL).
 
-Statistics use the corrected two-pass algorithm: a first mean, then the sums
-of the values centred on it, so the variance stays accurate when
-|mean| >> std even with float32 accumulators.
+Statistics take two passes over each chunk: the mean (summed from values
+shifted by a pivot), then the squares of the values centred on it, so the
+variance stays accurate when |mean| >> std or when one value lies far from
+the rest, even with float32 accumulators.
 """
 
 import os
@@ -45,25 +46,24 @@ def _forward(x, gamma, beta, layout, epsilon):
 
     def run(chunk):
         xc = x5[chunk]
-        # Centre on a pivot, the group's values at the first position of M and S: it is
-        # within a few standard deviations of the mean, so the sums below cancel little.
+        # Two passes: the mean, then the squares of the values centred on it. The mean is
+        # summed from values shifted by a pivot (the mean of the group's values at the first
+        # position of M and S), so that it cancels little when |mean| >> std.
         pivot = xc[:, 0, :, :, 0].astype(dtype).mean(axis=-1)
         centered = np.subtract(xc, _per_group(pivot, depth), dtype=dtype)
         shift = _group_sums(centered, dtype) / count  # mean - pivot
-        squares = _channel_dot(centered, centered).reshape(shift.shape + (depth,)).sum(-1) / count
-        var = np.maximum(squares - shift * shift, 0)
+        centered -= _per_group(shift, depth)
+        var = _channel_dot(centered, centered).reshape(shift.shape + (depth,)).sum(-1) / count
         mean[chunk] = pivot + shift
         rstd[chunk] = _reciprocal_sqrt(var + epsilon)
-        # y = (x - mean) * rstd * gamma + beta = centered * scale + offset.
+        # y = (x - mean) * rstd * gamma + beta = centered * scale + beta.
         scale = _per_group(rstd[chunk], depth)
         if gamma5 is not None:
             scale = scale * gamma5
-        offset = -_per_group(shift, depth) * scale
-        if beta5 is not None:
-            offset = offset + beta5
         out = y5[chunk] if y5.dtype == dtype else centered
         np.multiply(centered, scale, out=out)
-        out += offset
+        if beta5 is not None:
+            out += beta5
         if out is centered:
             y5[chunk] = centered
 
@@ -172,9 +172,10 @@ def _per_group(values, channels_per_group):
 
 
 def _reciprocal_sqrt(value):
-    """1 / sqrt(value), and 0 where value is 0 (a constant group with epsilon 0)."""
-    positive = value > 0
-    return np.where(positive, 1 / np.sqrt(np.where(positive, value, 1)), 0).astype(value.dtype)
+    """1 / sqrt(value), and 0 where value is 0 (a constant group with epsilon 0); NaN
+    (a group holding NaN or infinity) stays NaN."""
+    zero = value == 0
+    return np.where(zero, 0, 1 / np.sqrt(np.where(zero, 1, value))).astype(value.dtype)
 
 
 def _run_chunks(layout, dtype, run):
