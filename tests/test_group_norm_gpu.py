@@ -213,6 +213,21 @@ def test_constant_group_with_zero_epsilon_gives_beta(cp, cuda, axis):
 
 
 @gpu
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_a_group_holding_infinity_gives_nan_as_the_numpy_path(cp, cuda, axis):
+    shape = (2, 8, 8, 16)
+    layout = make_layout(shape, axis, 4)
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    x[(0,) * 4] = np.inf
+    with np.errstate(invalid="ignore"):
+        want = group_norm_numpy.forward(x, None, None, layout, 1e-3)
+    got = cuda.forward(cp.asarray(x), None, None, layout, 1e-3)
+    for index in (0, 2):  # y and rstd (the mean of such a group may be inf or NaN)
+        np.testing.assert_array_equal(np.isnan(to_host(got[index])), np.isnan(want[index]))
+    assert np.isnan(want[2][0, 0]) and np.isfinite(want[2][1]).all()
+
+
+@gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 def test_non_contiguous_inputs(cp, cuda, dtype):
     rng = np.random.default_rng(1)

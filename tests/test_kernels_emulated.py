@@ -222,12 +222,13 @@ def forward_finalize(a, grid, vector):
             m2 += m22 + delta * delta * count * c2 / total
             mean += delta * c2 / total
             count = total
-        var = max(m2 / a["count"], 0.0)
+        var = m2 / a["count"]
+        var = 0.0 if var < 0 else var  # NaN stays NaN, as in the kernel
         denominator = var + a["epsilon"]
         pivot = float(a["x"][(q // a["groups"]) * a["batch_stride"]
                              + (q % a["groups"]) * a["group_stride"]])
         a["mean"][q] = pivot + mean
-        a["rstd"][q] = 1 / np.sqrt(denominator) if denominator > 0 else 0.0
+        a["rstd"][q] = 0.0 if denominator == 0 else 1 / np.sqrt(denominator)
         a["pivot"][q] = pivot
         a["shifted_mean"][q] = mean
 

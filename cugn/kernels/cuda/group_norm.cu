@@ -319,10 +319,13 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     const Welford<A> part = {partials[slot], partials[slots + slot], partials[2 * slots + slot]};
     w = merge(w, part);
   }
-  const A var = max(w.m2 / count, A(0));
+  // Clamped at zero with a comparison, not max(), which would turn NaN (a group
+  // holding NaN or infinity) into 0.
+  A var = w.m2 / count;
+  if (var < A(0)) var = A(0);
   const A denominator = var + epsilon;
   // rstd = 0 where var + epsilon == 0: a constant group with epsilon 0 maps to beta.
-  const A r = denominator > A(0) ? A(1) / sqrt(denominator) : A(0);
+  const A r = denominator == A(0) ? A(0) : A(1) / sqrt(denominator);
   const A p = to_acc(x[(q / groups) * batch_stride + (q % groups) * group_stride]);
   mean[q] = p + w.mean;
   rstd[q] = r;
@@ -496,7 +499,8 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
                           typename AccOf<T>::type* __restrict__ residual, I units, I groups,
                           I group_channels, I split, typename AccOf<T>::type count) {
   typedef typename AccOf<T>::type A;
-  const I q = (I(blockIdx.x) * I(kBlock) + I(threadIdx.x)) / 32;
+  // Warp index computed without blockIdx.x * kBlock, which wraps in 32 bits from 2^27 groups.
+  const I q = I(blockIdx.x) * I(kBlock / 32) + I(threadIdx.x / 32);
   const int lane = threadIdx.x & 31;
   if (q >= units) return;  // whole warps leave together
   const I n = q / groups;
