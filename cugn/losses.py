@@ -112,7 +112,12 @@ def regularization_loss(model):
     total = None
     for penalty in model.losses:
         total = penalty if total is None else total + penalty
-    return total if total is not None else Tensor(np.zeros((), np.float32))
+    if total is not None:
+        return total
+    # No penalties: a zero where the weights live, so that adding it works on any device.
+    weights = model.weights
+    device = weights[0].device if weights else "cpu"
+    return Tensor(backend.zeros((), np.float32, device))
 
 
 def _one_hot(labels, y_pred):

@@ -271,3 +271,57 @@ def test_bfloat16_tensors():
 def test_unknown_device_is_an_error():
     with pytest.raises(ValueError, match="'tpu'"):
         cugn.tensor([1.0], device="tpu")
+
+
+def test_set_grad_enabled_as_a_decorator_changes_the_mode_inside_only():
+    @cugn.set_grad_enabled(False)
+    def inside():
+        return cugn.is_grad_enabled()
+
+    assert cugn.is_grad_enabled()
+    assert inside() is False
+    assert cugn.is_grad_enabled()
+
+
+def test_numpy_scalars_are_operands_like_python_numbers():
+    x = cugn.tensor(np.ones(2))                      # float64
+    np.testing.assert_array_equal((x * np.float64(0.1)).numpy(), [0.1, 0.1])
+    assert (cugn.tensor([1.0]) * np.float64(0.1)).dtype == np.float32
+    assert cugn.tensor(np.float64(0.1)).dtype == np.float64
+
+
+def test_integer_outputs_carry_no_gradient():
+    x = cugn.tensor([1.5, 2.5], requires_grad=True)
+    assert not x.to(dtype=np.int64).requires_grad
+    assert not (x > 2).requires_grad
+
+
+def test_leaf_grads_are_writable_arrays_of_their_own():
+    x = cugn.tensor([1.0, 2.0], requires_grad=True)
+    (x.sum() * 2).backward()                         # the gradient arrives as a broadcast view
+    x.grad.data *= 0.5
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])
+
+
+def test_replacing_saved_data_before_backward_is_an_error():
+    w = cugn.tensor([1.0, 2.0], requires_grad=True)
+    x = cugn.tensor([1.0, 2.0], requires_grad=True)
+    loss = (w * x).sum()
+    x.data = np.array([100.0, 100.0], np.float32)
+    with pytest.raises(RuntimeError, match="replaced since the forward"):
+        loss.backward()
+
+
+def test_relu_and_pow_at_their_edges():
+    x = cugn.tensor([-np.inf, 0.0, np.inf], requires_grad=True)
+    np.testing.assert_array_equal(cugn.relu(x).numpy(), [0.0, 0.0, np.inf])
+    a = cugn.tensor([0.0, 2.0], requires_grad=True)
+    (a ** 0).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [0.0, 0.0])
+    b = cugn.tensor([0.0, 2.0], requires_grad=True)
+    (b ** cugn.tensor([0.0, 0.0])).sum().backward()
+    np.testing.assert_array_equal(b.grad.numpy(), [0.0, 0.0])
+    e = cugn.tensor([0.5], requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        ((-2.0) ** e).sum().backward()            # NaN, as for a Tensor base, not a crash
+    assert np.isnan(e.grad.numpy()).all()

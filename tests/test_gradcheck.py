@@ -57,3 +57,18 @@ def test_gradcheck_runs_in_float64_whatever_the_input_dtype():
 def test_gradcheck_needs_an_input_that_requires_grad():
     with pytest.raises(ValueError, match="requires_grad"):
         cugn.gradcheck(lambda t: t * 2, [cugn.tensor([1.0])])
+
+
+def test_nan_gradients_are_reported():
+    class NaNBackward(cugn.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * np.nan
+
+    x = cugn.tensor([1.0, 2.0], dtype=np.float64, requires_grad=True)
+    with pytest.raises(cugn.GradcheckError):
+        cugn.gradcheck(NaNBackward.apply, [x])

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import cugn
-from cugn.layers import (Activation, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-                         GroupNormalization, MaxPooling2D, Sequential, group_normalization)
+from cugn.layers import (Activation, AveragePooling2D, Conv2D, Dense, Dropout, Flatten,
+                         GlobalAveragePooling2D, GroupNormalization, MaxPooling2D, Sequential,
+                         group_normalization)
 
 
 def small_model():
@@ -238,3 +239,25 @@ def _central_differences(scalar_fn, array, eps=1e-6):
         flat[i] = saved
         result[i] = (up - down) / (2 * eps)
     return result.reshape(array.shape)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (lambda: Conv2D(4, 3), (2, 9, 7, 3)),
+    (lambda: Conv2D(4, (3, 2), strides=(2, 3), padding="same"), (2, 9, 7, 3)),
+    (lambda: Conv2D(4, 3, strides=2, data_format="channels_first"), (2, 3, 9, 7)),
+    (lambda: MaxPooling2D(2), (2, 9, 7, 3)),
+    (lambda: AveragePooling2D(3, strides=2, padding="same"), (2, 9, 7, 3)),
+    (lambda: MaxPooling2D(2, data_format="channels_first"), (2, 3, 9, 7)),
+    (lambda: GlobalAveragePooling2D(), (2, 9, 7, 3)),
+    (lambda: GlobalAveragePooling2D(data_format="channels_first", keepdims=True), (2, 3, 9, 7)),
+    (lambda: Dense(5), (2, 4, 3)),
+    (lambda: Flatten(), (2, 4, 3)),
+    (lambda: Sequential([Conv2D(4, 3, padding="same"), MaxPooling2D(2), Flatten(), Dense(6)]),
+     (2, 9, 7, 3)),
+], ids=["conv", "conv-same-strided", "conv-first", "maxpool", "avgpool-same", "maxpool-first",
+        "gap", "gap-first-keepdims", "dense", "flatten", "sequential"])
+def test_compute_output_shape_matches_the_output(layer, shape):
+    layer = layer()
+    expected = layer.compute_output_shape(shape)
+    assert layer(np.zeros(shape, np.float32)).shape == tuple(expected)
+    assert layer.compute_output_shape((None,) + shape[1:])[0] is None

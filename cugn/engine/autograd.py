@@ -212,7 +212,10 @@ class _Walk:
             # two .grad arrays (or a .grad and the caller's seed) share memory; a fresh
             # result of a backward, even seen through a reshape, is kept as it is.
             array = value.data
-            if id(_memory_owner(array)) in self.shared:
+            # Also copied: a broadcast or otherwise strided view (read-only on NumPy, and
+            # an in-place update of it would write one element many times on CuPy).
+            if id(_memory_owner(array)) in self.shared or not array.flags.c_contiguous \
+                    or not getattr(array.flags, "writeable", True):
                 array = array.copy()
             self.shared.add(id(_memory_owner(array)))
             leaf.grad = Tensor(array)

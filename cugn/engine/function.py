@@ -50,7 +50,13 @@ class Context:
         resolved = []
         for kind, value in self._saved:
             if kind == "input":
-                resolved.append(value)
+                tensor, raw = value
+                if tensor.data is not raw:
+                    raise RuntimeError(
+                        "a Tensor saved for backward has had its .data replaced since the "
+                        "forward (an optimizer step, set_weights, ...); backward would use "
+                        "the new values: run backward before changing it, or recompute")
+                resolved.append(tensor)
             elif kind == "output":
                 index, array = value
                 resolved.append(Tensor._from_node(array, self._node(), index))
@@ -67,7 +73,7 @@ class Context:
             kind = "value"
             for arg, raw in zip(args, raw_args):
                 if value is raw and backend.is_array(raw):
-                    kind, value = "input", arg
+                    kind, value = "input", (arg, raw)
                     break
             else:
                 for index, output in enumerate(outputs):
@@ -198,7 +204,9 @@ class Function:
                 node = Node(cls, ctx, args, outputs)
                 ctx._node = weakref.ref(node)  # a strong reference would make a cycle
                 ctx._resolve_saved(args, raw_args, outputs)
+                # Only floating outputs carry gradients (an integer or bool output has none).
                 tensors = tuple(Tensor._from_node(out, node, i)
+                                if backend.is_floating(out.dtype) else Tensor(out)
                                 for i, out in enumerate(outputs))
             return tensors if isinstance(result, tuple) else tensors[0]
         finally:

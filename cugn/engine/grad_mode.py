@@ -50,7 +50,8 @@ class enable_grad(_GradMode):
 
 
 class set_grad_enabled(_GradMode):
-    """Set the mode now; used as a context manager, the old mode returns on exit."""
+    """Set the mode now; used as a context manager, the old mode returns on exit; used
+    as a decorator, the mode holds inside the function only."""
 
     def __init__(self, mode):
         self.mode = bool(mode)
@@ -59,3 +60,8 @@ class set_grad_enabled(_GradMode):
 
     def __enter__(self):
         pass
+
+    def __call__(self, fn):
+        # As a decorator the mode applies inside fn only: undo the change made above.
+        _state.enabled = self.previous
+        return super().__call__(fn)

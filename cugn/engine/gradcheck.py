@@ -38,7 +38,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
     for position, index in enumerate(differentiable):
         numerical = _numerical(fn, inputs, index, projections, eps)
         got = backend.to_device(analytical[position], "cpu")
-        bad = np.abs(got - numerical) > atol + rtol * np.abs(numerical)
+        # Written so that NaN on either side counts as a disagreement.
+        bad = ~(np.abs(got - numerical) <= atol + rtol * np.abs(numerical))
         if bad.any():
             if not raise_exception:
                 return False

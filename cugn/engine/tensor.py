@@ -382,7 +382,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         array = data.astype(dtype if dtype is not None else data.dtype, copy=True)
     else:
         array = np.array(data, dtype=dtype)
-        if dtype is None and array.dtype == np.float64:
+        # Python floats become float32; a NumPy scalar keeps its dtype, as an array does.
+        if dtype is None and array.dtype == np.float64 and not isinstance(data, np.generic):
             array = array.astype(np.float32)
     if device is not None:
         array = backend.to_device(array, device)

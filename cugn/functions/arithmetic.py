@@ -17,8 +17,12 @@ from .shape import sum_to
 
 
 def operand(value):
-    """A Tensor, or a plain Python number left as it is."""
-    if isinstance(value, numbers.Number) and not isinstance(value, np.generic):
+    """A Tensor, or a plain Python number left as it is. NumPy scalars count as
+    Python numbers (as in PyTorch): ``x * np.float64(0.1)`` keeps x's dtype and
+    the exact value."""
+    if isinstance(value, np.generic) and value.ndim == 0 and value.dtype.kind in "biufc":
+        return value.item()
+    if isinstance(value, numbers.Number):
         return value
     return as_tensor(value)
 
@@ -89,7 +93,7 @@ class Pow(Function):
         a, b, result = ctx.saved_tensors
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = sum_to(grad * b * a ** (b - 1), _shape(a))
+            grad_a = sum_to(grad * _power_derivative(a, b), _shape(a))
         if ctx.needs_input_grad[1]:
             grad_b = sum_to(grad * result * _log_or_zero(a), _shape(b))
         return grad_a, grad_b
@@ -134,10 +138,21 @@ class MatMul(Function):
         return grad_a, grad_b
 
 
+def _power_derivative(a, b):
+    """d(a**b)/da = b * a**(b-1), taken as 0 where b == 0 (also at a == 0, where the
+    formula gives 0 * inf), as in PyTorch."""
+    if not isinstance(b, Tensor):
+        return b * a ** (b - 1) if b != 0 else a * 0.0
+    return b * a ** where(b == 0, 1.0, b - 1)  # b == 0: 0 * a, not 0 * a**-1
+
+
 def _log_or_zero(a):
-    """log(a), taken as 0 where a == 0 so that d(0**b)/db is 0, as in PyTorch."""
+    """log(a), taken as 0 where a == 0 so that d(0**b)/db is 0, as in PyTorch; NaN
+    for a negative number, as the Tensor path gives."""
     if not isinstance(a, Tensor):
-        return math.log(a) if a != 0 else 0.0
+        if a == 0:
+            return 0.0
+        return math.log(a) if a > 0 else math.nan
     zero = a == 0
     return where(zero, 0.0, where(zero, 1.0, a).log())
 

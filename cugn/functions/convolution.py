@@ -35,6 +35,20 @@ def window_geometry(size, kernel, stride, padding):
     return out, total // 2, total - total // 2
 
 
+def windowed_output_shape(input_shape, kernel, strides, padding, data_format, channels):
+    """The output shape of a 2-D windowed layer (convolution or pooling) for an input
+    shape, with ``channels`` output channels (None: the input's); None sizes stay None."""
+    if len(input_shape) != 4:
+        raise ValueError(f"expected a 4-D input shape, got {tuple(input_shape)}")
+    first = data_format == "channels_first"
+    n, c = input_shape[0], input_shape[1 if first else 3]
+    spatial = input_shape[2:] if first else input_shape[1:3]
+    out = tuple(None if size is None else window_geometry(size, k, st, padding)[0]
+                for size, k, st in zip(spatial, kernel, strides))
+    c = c if channels is None else channels
+    return (n, c, *out) if first else (n, *out, c)
+
+
 def _windows(padded, kernel, strides, out_hw):
     """The strided view ``(N, H_out, W_out, KH, KW, C)`` of a padded NHWC array."""
     xp = backend.array_module(padded)

@@ -95,7 +95,7 @@ class ReLU(Function):
     def forward(ctx, a):
         positive = a > 0
         ctx.mask = positive.astype(a.dtype)
-        return a * ctx.mask
+        return backend.array_module(a).where(positive, a, a.dtype.type(0))  # relu(-inf) = 0
 
     @staticmethod
     def backward(ctx, grad):

@@ -1,6 +1,7 @@
 """``Conv2D``: Keras's 2-D convolution layer on an im2col of NumPy or CuPy arrays."""
 
-from ..functions.convolution import _pair, check_data_format, check_padding, conv2d
+from ..functions.convolution import (_pair, check_data_format, check_padding, conv2d,
+                                     windowed_output_shape)
 from .core import KernelLayer, check_positive_int
 from .layer import require_default
 
@@ -43,6 +44,10 @@ class Conv2D(KernelLayer):
     def call(self, inputs):
         y = conv2d(inputs, self.kernel, self.bias, self.strides, self.padding, self.data_format)
         return self.activation(y)
+
+    def compute_output_shape(self, input_shape):
+        return windowed_output_shape(tuple(input_shape), self.kernel_size, self.strides,
+                                     self.padding, self.data_format, self.filters)
 
     def get_config(self):
         return {

@@ -1,6 +1,7 @@
 """``MaxPooling2D``, ``AveragePooling2D`` and ``GlobalAveragePooling2D``."""
 
-from ..functions.convolution import _pair, avg_pool2d, check_data_format, check_padding, max_pool2d
+from ..functions.convolution import (_pair, avg_pool2d, check_data_format, check_padding,
+                                     max_pool2d, windowed_output_shape)
 from .layer import Layer
 
 
@@ -22,6 +23,10 @@ class _Pooling2D(Layer):
     def call(self, inputs):
         return type(self)._pool(inputs, self.pool_size, self.strides, self.padding,
                                 self.data_format)
+
+    def compute_output_shape(self, input_shape):
+        return windowed_output_shape(tuple(input_shape), self.pool_size, self.strides,
+                                     self.padding, self.data_format, None)
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
@@ -54,6 +59,16 @@ class GlobalAveragePooling2D(Layer):
             raise ValueError(f"{self.name} needs 4-D inputs, got shape {inputs.shape}")
         axes = (2, 3) if self.data_format == "channels_first" else (1, 2)
         return inputs.mean(axis=axes, keepdims=self.keepdims)
+
+    def compute_output_shape(self, input_shape):
+        n, *rest = tuple(input_shape)
+        if len(rest) != 3:
+            raise ValueError(f"expected a 4-D input shape, got {tuple(input_shape)}")
+        first = self.data_format == "channels_first"
+        c = rest[0] if first else rest[2]
+        if not self.keepdims:
+            return (n, c)
+        return (n, c, 1, 1) if first else (n, 1, 1, c)
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format,

@@ -71,6 +71,12 @@ class Sequential(Layer):
             self._output_shapes[id(layer)] = x.shape
         return x
 
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._layers:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
     def summary(self, print_fn=print):
         """Print each layer's name, type, output shape (after a call) and weight count."""
         rows = [("Layer (type)", "Output shape", "Params")]
