@@ -1,8 +1,23 @@
+import os
+import zlib
+
+import numpy as np
 import pytest
 from hypothesis import settings
 
-settings.register_profile("cugn", deadline=None, max_examples=40)
+# The tests compare with Keras on its JAX backend; set before any test imports Keras.
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+# The same examples on every run, so that a failure can be reproduced.
+settings.register_profile("cugn", deadline=None, max_examples=40, derandomize=True)
 settings.load_profile("cugn")
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded by the test's own id: its data do not depend on which tests
+    ran before it."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 def _cuda_available():

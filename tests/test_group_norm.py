@@ -152,15 +152,15 @@ def test_statistics_stay_accurate_far_from_zero(dtype, tolerance, axis):
 
 @pytest.mark.parametrize("outlier", [1e3, 3e4])
 @pytest.mark.parametrize("axis", [-1, 1])
-def test_an_outlier_at_the_first_position_keeps_the_variance_exact(outlier, axis):
+def test_an_outlier_at_the_first_position_keeps_the_variance_exact(outlier, axis, rng):
     # The first value of a group is where the statistics are anchored; far from the
     # rest it must not make the float32 variance cancel.
     shape = (2, 4, 64, 64) if axis == 1 else (2, 64, 64, 4)
     x = rng.standard_normal(shape).astype(np.float32)
     x[(0,) * 4] = outlier
     y = group_norm(x, 2, axis=axis, epsilon=0.0)
-    np.testing.assert_allclose(y.numpy(), group_norm_reference(x, 2, axis=axis, epsilon=0.0),
-                               rtol=0, atol=2e-5 * outlier)
+    expected = group_norm_reference(x, 2, axis=axis, epsilon=0.0)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=0, atol=5e-5 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("create_graph", [False, True])
@@ -195,8 +195,11 @@ def test_constant_groups_give_beta(epsilon, dtype):
     np.testing.assert_array_equal(y.numpy()[0], np.broadcast_to(beta, (4, 3)).astype(dtype))
     np.testing.assert_array_equal(y.numpy()[1, :, 2], np.full(4, beta[2], dtype=dtype))
     y.sum().backward()
-    for t in (xt, gt, bt):
-        assert np.isfinite(t.grad.numpy()).all()
+    # d(sum y)/dx is 0 in every group (each group's normalised values sum to 0), and
+    # dbeta counts the values of each channel.
+    np.testing.assert_allclose(xt.grad.numpy().astype(np.float64), 0.0, atol=1e-5)
+    np.testing.assert_array_equal(bt.grad.numpy(), [8.0, 8.0, 8.0])
+    assert np.isfinite(gt.grad.numpy()).all()
 
 
 def test_a_group_holding_infinity_gives_nan_only_there():
@@ -205,7 +208,7 @@ def test_a_group_holding_infinity_gives_nan_only_there():
     with np.errstate(invalid="ignore"):
         y = group_norm(x, 3).numpy()
     assert np.isnan(y[0, :, 0]).all()
-    assert np.isfinite(np.delete(y.reshape(-1, 3), [0], axis=1)).all()
+    assert np.isfinite(y[0, :, 1:]).all() and np.isfinite(y[1]).all()
 
 
 @pytest.mark.parametrize("scale", [6e4, 3e4])

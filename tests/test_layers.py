@@ -261,3 +261,16 @@ def test_compute_output_shape_matches_the_output(layer, shape):
     expected = layer.compute_output_shape(shape)
     assert layer(np.zeros(shape, np.float32)).shape == tuple(expected)
     assert layer.compute_output_shape((None,) + shape[1:])[0] is None
+
+
+@pytest.mark.parametrize("layer", [lambda: Conv2D(4, 3, padding="same"), lambda: MaxPooling2D(2),
+                                   lambda: AveragePooling2D(2), lambda: GlobalAveragePooling2D(),
+                                   lambda: Flatten(), lambda: Dense(3)],
+                         ids=["conv", "maxpool", "avgpool", "gap", "flatten", "dense"])
+def test_empty_batches_pass_through_every_layer(layer):
+    layer = layer()
+    x = cugn.tensor(np.zeros((0, 4, 4, 2), np.float32), requires_grad=True)
+    y = layer(x)
+    assert y.shape == tuple(layer.compute_output_shape(x.shape))
+    y.sum().backward()
+    assert x.grad.shape == x.shape

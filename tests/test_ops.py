@@ -119,3 +119,32 @@ def test_scalars_keep_the_tensor_dtype():
 def test_axis_out_of_range_is_an_error():
     with pytest.raises(ValueError, match="axis 2"):
         cugn.tensor([[1.0]]).sum(axis=2)
+
+
+@pytest.mark.parametrize("axis, error, message", [(1.5, TypeError, "axis must be an int"),
+                                                  ((0, 0), ValueError, "names an axis twice"),
+                                                  (2, ValueError, "out of range"),
+                                                  (-3, ValueError, "out of range")])
+def test_reductions_reject_bad_axes(axis, error, message):
+    x = cugn.tensor(np.ones((2, 3)))
+    for reduce in (cugn.sum, cugn.mean, cugn.max, cugn.var):
+        with pytest.raises(error, match=message):
+            reduce(x, axis=axis)
+
+
+def test_max_over_an_empty_axis_is_an_error_but_an_empty_batch_is_not():
+    with pytest.raises(ValueError, match="max over an empty axis"):
+        cugn.max(cugn.tensor(np.ones((2, 0))), axis=1)
+    assert cugn.max(cugn.tensor(np.ones((0, 3))), axis=1).shape == (0,)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda x: x.permute(0, 3), ValueError, "axes 3 is out of range"),
+    (lambda x: x.transpose(0, 5), ValueError, "axis1 5 is out of range"),
+    (lambda x: x.transpose(0, 1.0), TypeError, "axis1 must be an int"),
+    (lambda x: cugn.concatenate([x, x], axis=3), ValueError, "axis 3 is out of range"),
+    (lambda x: cugn.stack([x, x], axis=-4), ValueError, "axis -4 is out of range"),
+], ids=["permute", "transpose", "transpose-float", "concatenate", "stack"])
+def test_shape_ops_reject_bad_axes(call, error, message):
+    with pytest.raises(error, match=message):
+        call(cugn.tensor(np.ones((2, 3))))

@@ -1,6 +1,6 @@
 """Reductions (sum, mean, var, max) and the softmax family."""
 
-import builtins
+import numbers
 import operator
 
 from .. import backend
@@ -10,16 +10,21 @@ from .shape import broadcast_to
 
 
 def _axes(axis, ndim):
-    """``axis`` as a sorted tuple of non-negative axes (all axes for None)."""
+    """``axis`` (an int or a tuple/list of ints) as a sorted tuple of non-negative axes;
+    all axes for None."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     normalized = []
     for a in axes:
-        if not -ndim <= a < builtins.max(ndim, 1):
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
+            raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < ndim:
             raise ValueError(f"axis {a} is out of range for a tensor of {ndim} dimensions")
-        normalized.append(a % builtins.max(ndim, 1))
-    return tuple(sorted(set(normalized)))
+        normalized.append(int(a) % ndim)
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"axis {axis!r} names an axis twice")
+    return tuple(sorted(normalized))
 
 
 def _kept_shape(shape, axes):
@@ -118,9 +123,10 @@ def var(a, axis=None, keepdims=False, ddof=0):
 
 def max(a, axis=None, keepdims=False):  # noqa: A001 - the function's name
     a = as_tensor(a)
-    if a.numel() == 0:
-        raise ValueError("max of an empty tensor")
-    return Max.apply(a, _axes(axis, a.ndim), keepdims)
+    axes = _axes(axis, a.ndim)
+    if any(a.shape[i] == 0 for i in axes):
+        raise ValueError(f"max over an empty axis: shape {a.shape}, axis {axis!r}")
+    return Max.apply(a, axes, keepdims)
 
 
 def softmax(a, axis=-1):

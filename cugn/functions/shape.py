@@ -1,6 +1,8 @@
 """Operations that move or select values without arithmetic: reshape, permute,
 broadcast, indexing, concatenate, stack, dtype casts and device moves."""
 
+import numbers
+
 import numpy as np
 
 from .. import backend
@@ -165,9 +167,18 @@ def reshape(a, shape):
     return Reshape.apply(as_tensor(a), _normalize_shape(shape))
 
 
+def check_axis(axis, ndim, name="axis"):
+    """``axis`` as a non-negative int below ``ndim``, or a clear error naming it."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name} {axis} is out of range for a tensor of {ndim} dimensions")
+    return int(axis) % ndim
+
+
 def permute(a, axes):
     a = as_tensor(a)
-    axes = tuple(int(axis) % max(a.ndim, 1) for axis in axes)
+    axes = tuple(check_axis(axis, a.ndim, "axes") for axis in axes)
     if sorted(axes) != list(range(a.ndim)):
         raise ValueError(f"axes {axes} is not a permutation of the {a.ndim} axes of the tensor")
     return Permute.apply(a, axes)
@@ -176,6 +187,7 @@ def permute(a, axes):
 def transpose(a, axis0, axis1):
     """Swap two axes (PyTorch's ``transpose``)."""
     a = as_tensor(a)
+    axis0, axis1 = check_axis(axis0, a.ndim, "axis0"), check_axis(axis1, a.ndim, "axis1")
     axes = list(range(a.ndim))
     axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
     return Permute.apply(a, tuple(axes))
@@ -212,14 +224,14 @@ def concatenate(tensors, axis=0):
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
-    return Concatenate.apply(axis, *tensors)
+    return Concatenate.apply(check_axis(axis, tensors[0].ndim), *tensors)
 
 
 def stack(tensors, axis=0):
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack needs at least one tensor")
-    return Stack.apply(axis, *tensors)
+    return Stack.apply(check_axis(axis, tensors[0].ndim + 1), *tensors)
 
 
 def cast(a, dtype):

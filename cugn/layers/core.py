@@ -1,5 +1,6 @@
 """``Dense``, ``Activation``, ``Flatten`` and ``Dropout``."""
 
+import math
 import numbers
 
 import numpy as np
@@ -133,13 +134,12 @@ class Flatten(Layer):
             raise ValueError(f"{self.name} needs an input with a batch axis, got a scalar")
         if self.data_format == "channels_first" and inputs.ndim > 2:
             inputs = inputs.permute(0, *range(2, inputs.ndim), 1)
-        return inputs.reshape(inputs.shape[0], -1)
+        # An explicit size, since -1 cannot be inferred for an empty batch.
+        return inputs.reshape(inputs.shape[0], math.prod(inputs.shape[1:]))
 
     def compute_output_shape(self, input_shape):
-        rest = 1
-        for size in input_shape[1:]:
-            rest *= size
-        return (input_shape[0], rest)
+        rest = input_shape[1:]
+        return (input_shape[0], None if None in rest else math.prod(rest))
 
     def get_config(self):
         return {**super().get_config(), "data_format": self.data_format}
