@@ -1,8 +1,9 @@
 """Weight constraints with Keras's names, arguments and configs.
 
 A constraint maps a weight's array (NumPy or CuPy) to the projected array.
-Optimizers apply it after each update through ``Parameter.apply_constraint``;
-it is not part of the autodiff graph.
+cugn's optimizers apply it to each new value in every step (and
+``Parameter.apply_constraint`` after a hand-written update); it is not part of
+the autodiff graph.
 """
 
 from . import backend

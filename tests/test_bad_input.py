@@ -134,3 +134,13 @@ def test_bad_arguments_are_caught_before_any_work(monkeypatch):
         with pytest.raises(ValueError):
             group_norm(x, **kwargs)
     assert calls == []
+
+
+@pytest.mark.parametrize("dtype", ["mixed_bogus", "int32", np.int64, "float8", 3])
+def test_bad_dtype_policy_is_named_and_takes_no_layer_name(dtype):
+    GroupNormalization()  # so that the next names carry a count
+    before = GroupNormalization().name
+    with pytest.raises(ValueError, match=f"dtype must be a floating dtype.*{repr(dtype)[:6]}"):
+        GroupNormalization(dtype=dtype)
+    after = GroupNormalization().name
+    assert int(after.rsplit("_", 1)[1]) == int(before.rsplit("_", 1)[1]) + 1

@@ -122,6 +122,40 @@ def test_failing_step_changes_nothing():
     assert checked.state == [{}, {}] and checked.steps == 0
 
 
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_nan_check_rejects_every_non_finite_gradient(value):
+    good, bad = _param([1.0, 2.0]), _param([3.0])
+    opt = SGD([good, bad], lr=0.1, nan_check=True)
+    _set_grad(good, [0.5, 0.5])
+    _set_grad(bad, [value])
+    with pytest.raises(ValueError, match=r"params\[1\].*NaN or infinity"):
+        opt.step()
+    _assert_unchanged(opt, [good, bad], [[1.0, 2.0], [3.0]], [{}, {}])
+
+
+def test_a_constraint_that_raises_mid_step_changes_nothing():
+    def refuse(weight):
+        raise RuntimeError("constraint refused")
+
+    first, second = _param([1.0, 2.0]), _param([3.0], constraint=refuse)
+    opt = Adam([first, second], lr=0.1)
+    _set_grad(first, [0.1, 0.1])
+    _set_grad(second, [0.1])
+    with pytest.raises(RuntimeError, match="constraint refused"):
+        opt.step()
+    _assert_unchanged(opt, [first, second], [[1.0, 2.0], [3.0]], [{}, {}])
+    assert opt.steps == 0
+
+
+def test_a_non_floating_gradient_is_rejected():
+    p = _param([1.0, 2.0])
+    opt = SGD([p], lr=0.1)
+    p.grad = cugn.Tensor(np.array([1, 2]))
+    with pytest.raises(TypeError, match=r"params\[0\].*dtype int64"):
+        opt.step()
+    _assert_unchanged(opt, [p], [[1.0, 2.0]], [{}])
+
+
 def _assert_unchanged(opt, params, weights, state):
     for p, w in zip(params, weights):
         np.testing.assert_array_equal(p.numpy(), w)

@@ -4,9 +4,10 @@ from .tensor import Tensor
 
 
 class Parameter(Tensor):
-    """A layer's weight. ``requires_grad`` follows ``trainable``; optimizers call
-    ``apply_constraint()`` after each update, and ``penalty()`` is the
-    regularization loss (None without a regularizer)."""
+    """A layer's weight. ``requires_grad`` follows ``trainable``; ``penalty()`` is
+    the regularization loss (None without a regularizer). cugn's optimizers apply
+    ``constraint`` to each new value themselves (all or nothing, see optim);
+    ``apply_constraint()`` is for a hand-written update."""
 
     __slots__ = ("name", "regularizer", "constraint")
 
@@ -28,7 +29,7 @@ class Parameter(Tensor):
         return None if self.regularizer is None else self.regularizer(self)
 
     def apply_constraint(self):
-        """Project the data in place of the old array (after an optimizer step)."""
+        """Project the data, replacing the old array (after a hand-written update)."""
         if self.constraint is not None:
             self.data = self.constraint(self.data)
 

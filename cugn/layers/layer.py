@@ -23,15 +23,27 @@ def _unique_name(cls):
     return base if count == 0 else f"{base}_{count}"
 
 
+_MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+_WEIGHT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
 def _policy_name(dtype):
-    """The dtype policy name from None, a dtype, a name or Keras's policy dict."""
+    """The dtype policy name from None, a dtype, a name or Keras's policy dict: a
+    floating dtype, or a mixed policy (float32 weights; the computation follows the
+    input's dtype)."""
     if dtype is None:
         return "float32"
-    if isinstance(dtype, dict):
-        return dtype.get("config", {}).get("name", "float32")
-    if isinstance(dtype, str) and dtype.startswith("mixed_"):
-        return dtype
-    return np.dtype(dtype).name
+    name = dtype.get("config", {}).get("name", "float32") if isinstance(dtype, dict) else dtype
+    if name in _MIXED_POLICIES:
+        return name
+    try:
+        name = np.dtype(name).name
+    except TypeError:
+        name = None
+    if name not in _WEIGHT_DTYPES:
+        raise ValueError(f"dtype must be a floating dtype {_WEIGHT_DTYPES} or a mixed policy "
+                         f"{_MIXED_POLICIES}, got {dtype!r}")
+    return name
 
 
 def _npz_path(path):
@@ -59,8 +71,8 @@ class Layer:
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected keyword arguments: "
                             f"{sorted(kwargs)}")
+        self.dtype_policy = _policy_name(dtype)  # checked before a name is taken
         self.name = name if name is not None else _unique_name(type(self))
-        self.dtype_policy = _policy_name(dtype)
         self._trainable = bool(trainable)
         self._weights = []
         self._weight_trainable = []  # each weight's own flag, under the layer's
@@ -77,7 +89,8 @@ class Layer:
     # ------------------------------------------------------------- weights
     def add_weight(self, name, shape, initializer="zeros", regularizer=None, constraint=None,
                    trainable=True, dtype=None):
-        initializer = initializers.get(initializer)
+        # None means Keras's default for a floating weight.
+        initializer = initializers.get("glorot_uniform" if initializer is None else initializer)
         data = np.asarray(initializer(tuple(shape), dtype or self.dtype))
         weight = Parameter(backend.to_device(data, self._device), name=name,
                            trainable=trainable and self._trainable, regularizer=regularizer,
