@@ -85,5 +85,6 @@ def is_floating(dtype):
 
 
 def compute_dtype(dtype):
-    """The dtype statistics are computed in: float32 for half types, else the input's."""
+    """The dtype statistics are computed in: float64 for float64, float32 for anything
+    else (float16 and bfloat16 included)."""
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)

@@ -149,11 +149,21 @@ def _train(epochs, batch_size, learning_rate, seed, device, progress):
     return test_accuracy
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` above zero."""
+    def parse(text):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+    return parse
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--epochs", type=_positive(int), default=12)
+    parser.add_argument("--batch-size", type=_positive(int), default=32)
+    parser.add_argument("--lr", type=_positive(float), default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")

@@ -74,9 +74,10 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, reduction
 
 
 def softmax_cross_entropy(logits, labels, reduction="mean"):
-    """Cross-entropy from ``logits`` (..., classes), like ``torch.nn.functional.cross_entropy``:
-    ``labels`` are integer classes of shape ``logits.shape[:-1]``, or class probabilities
-    shaped like ``logits``."""
+    """Cross-entropy from ``logits`` (..., classes), as ``torch.nn.functional.cross_entropy``
+    computes it but with the classes on the last axis (torch's are on axis 1): ``labels``
+    are integer classes of shape ``logits.shape[:-1]``, or class probabilities shaped
+    like ``logits``."""
     _check_reduction(reduction)
     logits = _prediction(logits)
     labels_data = labels.data if isinstance(labels, Tensor) else labels

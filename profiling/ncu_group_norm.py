@@ -168,6 +168,7 @@ def main(argv=None):
     parser.add_argument("--report", help="where to keep the .ncu-rep (default: a temp dir)")
     parser.add_argument("--csv", help="summarise this saved raw-page CSV instead of profiling")
     args = parser.parse_args(argv)
+    nsight_workload.check_arguments(parser, args)
 
     if args.csv:
         with open(args.csv) as saved:

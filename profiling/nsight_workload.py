@@ -26,14 +26,28 @@ def parse_shape(text):
     return shape
 
 
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def check_arguments(parser, args):
+    """What argparse cannot check alone: CuPy has no bfloat16 arrays."""
+    if args.dtype == "bfloat16" and args.device != "cpu":
+        parser.error("--dtype bfloat16 runs on the CPU only (CuPy has no bfloat16 arrays): "
+                     "add --device cpu")
+
+
 def add_arguments(parser):
     parser.add_argument("--shape", type=parse_shape, default=(8, 64, 64, 320))
-    parser.add_argument("--groups", type=int, default=32)
+    parser.add_argument("--groups", type=positive_int, default=32)
     parser.add_argument("--dtype", default="float32", choices=["float16", "bfloat16",
                                                                "float32", "float64"])
     parser.add_argument("--layout", default="nhwc", choices=sorted(AXES))
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--iters", type=positive_int, default=3)
 
 
 def workload_arguments(args):
@@ -65,6 +79,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
+    check_arguments(parser, args)
     run(args.shape, args.groups, args.dtype, args.layout, args.device, args.iters)
 
 

@@ -132,6 +132,7 @@ def main(argv=None):
     parser.add_argument("--stats-dir", help="summarise the nsys stats CSVs saved in this folder")
     parser.add_argument("--keep", help="a folder to keep the .nsys-rep and the CSVs in")
     args = parser.parse_args(argv)
+    nsight_workload.check_arguments(parser, args)
 
     if args.stats_dir:
         print_tables(load_stats(args.stats_dir))

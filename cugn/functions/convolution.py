@@ -136,10 +136,11 @@ def _from_nhwc(y, data_format):
     return y.permute(0, 3, 1, 2) if data_format == "channels_first" else y
 
 
-def patches(x, kernel_size, strides, padding, pad_value=0):
-    """The windows of an NHWC tensor, (N, H_out, W_out, KH, KW, C), differentiable."""
+def patches(x, kernel_size, strides, padding, pad_value=0, kernel_name="kernel_size"):
+    """The windows of an NHWC tensor, (N, H_out, W_out, KH, KW, C), differentiable;
+    ``kernel_name`` names the window size in errors (``pool_size`` for pooling)."""
     x = as_tensor(x)
-    kernel = _pair(kernel_size, "kernel_size")
+    kernel = _pair(kernel_size, kernel_name)
     strides = _pair(strides, "strides")
     padding = check_padding(padding)
     geometry = [window_geometry(x.shape[1 + a], kernel[a], strides[a], padding) for a in (0, 1)]
@@ -175,7 +176,7 @@ def max_pool2d(x, pool_size=2, strides=None, padding="valid", data_format="chann
     """The maximum of each window; tied maxima share the gradient equally."""
     x = _to_nhwc(as_tensor(x), check_data_format(data_format))
     strides = pool_size if strides is None else strides
-    windows = patches(x, pool_size, strides, padding, pad_value=-np.inf)
+    windows = patches(x, pool_size, strides, padding, pad_value=-np.inf, kernel_name="pool_size")
     return _from_nhwc(reduce_max(windows, axis=(3, 4)), data_format)
 
 
@@ -183,7 +184,8 @@ def avg_pool2d(x, pool_size=2, strides=None, padding="valid", data_format="chann
     """The mean of each window; with "same", padded positions are not counted (as Keras)."""
     x = _to_nhwc(as_tensor(x), check_data_format(data_format))
     strides = pool_size if strides is None else strides
-    total = reduce_sum(patches(x, pool_size, strides, padding), axis=(3, 4))
+    total = reduce_sum(patches(x, pool_size, strides, padding, kernel_name="pool_size"),
+                       axis=(3, 4))
     xp = backend.array_module(x.data)
     ones = xp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
     counts = reduce_sum(patches(Tensor(ones), pool_size, strides, padding), axis=(3, 4))

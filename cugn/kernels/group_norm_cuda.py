@@ -3,8 +3,9 @@
 Same function as ``group_norm_numpy.py``. The input is made contiguous once in
 its (N, M, G, D, S) view; ``cuda_plan`` picks the kernels, tiers and grids, and
 ``cuda_loader`` supplies the compiled kernels. Everything runs on CuPy's current
-stream without synchronising; no float atomics, so results are bitwise
-reproducible.
+stream without synchronising; no float atomics, so on one GPU model the same
+input, at the same alignment, gives bitwise the same results (the split of
+large groups depends on the SM count, the vector width on the addresses).
 
 Forward: statistics partials, one thread per group merging them (mean, rstd),
 then y = a*(x - p) + b in one elementwise pass. Backward: per-(n, c) sums of dy,

@@ -174,7 +174,8 @@ class Layer:
         self.set_weights(arrays)
 
     def to(self, device):
-        """Move every weight to ``device``; later weights are created there too."""
+        """Move every weight to ``device``. An unbuilt layer builds on the device of its
+        first input instead."""
         self._device = backend.parse_device(device)
         for weight in self._weights:
             weight.data = backend.to_device(weight.data, self._device)

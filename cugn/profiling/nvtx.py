@@ -6,7 +6,7 @@ categories::
     op         group_norm.forward                     (every Function.apply)
     layer      GroupNormalization(group_norm).forward (every Layer.__call__)
     backward   autograd.backward, group_norm.backward (the walk, and each node)
-    kernel     kernel:group_norm_fwd_nhwc<float>      (each kernel launch)
+    kernel     kernel:group_norm_forward_apply<float16, 8>  (each kernel launch)
     optimizer  Adam.step                              (``range(..., "optimizer")``)
 
 Ranges are on by default exactly when a profiler has injected itself, which
@@ -33,7 +33,7 @@ Annotating code of one's own (an optimizer step, a training phase)::
 and, in kernel host code, around each launch (the name is formatted only when
 ranges are on)::
 
-    with cugn.profiling.nvtx.kernel_range("group_norm_fwd_nhwc", "float"):
+    with cugn.profiling.nvtx.kernel_range("group_norm_forward_apply", "float16", 8):
         kernel(grid, block, args)
 """
 
@@ -267,14 +267,15 @@ class _KernelRange:
 
 
 def kernel_message(kernel, *template_args):
-    """``kernel:group_norm_fwd_nhwc<float>``; without template arguments ``kernel:NAME``."""
+    """``kernel:group_norm_forward_apply<float16, 8>``; without template arguments
+    ``kernel:NAME``."""
     if not template_args:
         return f"kernel:{kernel}"
     return f"kernel:{kernel}<{', '.join(str(arg) for arg in template_args)}>"
 
 
 def kernel_range(kernel, *template_args):
-    """A ``kernel`` range around one launch: ``with kernel_range("group_norm_fwd_nhwc",
+    """A ``kernel`` range around one launch: ``with kernel_range("group_norm_forward_apply",
     "float"):``. The arguments are only formatted, once, when ranges are on."""
     return _KernelRange(kernel, template_args)
 

@@ -127,7 +127,7 @@ def format_table(rows, columns):
 
 
 def format_value(value):
-    """A table cell: blank for None, one decimal from 10 up, else three digits."""
+    """A table cell: "-" for None, one decimal from 10 up, else three digits."""
     if value is None:
         return "-"
     if isinstance(value, float):

@@ -14,7 +14,8 @@
 // type, which matters when |mean| >> std, and the mean of x - mean over the group
 // (the residual) corrects for it, as the NumPy path does.
 // Every reduction runs in an order fixed by the launch shape alone (no float
-// atomics), so the same input gives bitwise the same results.
+// atomics), so the same input gives bitwise the same results for the same launch
+// shape: on one GPU model, with the same alignment of the arrays.
 
 namespace cugn {
 
