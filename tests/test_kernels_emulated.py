@@ -450,7 +450,9 @@ def test_an_argument_of_the_wrong_width_is_caught(emulated, monkeypatch):
                                          ((1, 2, 8192), (1,))])
 def test_float32_gradients_stay_accurate_when_the_mean_dwarfs_the_spread(emulated, shape, axes):
     # The saved float32 mean is off by up to 5e-4 at 1e4; with a spread of 1e-2 that
-    # would skew dgamma by 5 % without the residual correction.
+    # would skew dgamma by 5 % without the residual correction. What this checks is the
+    # host's side of it (the residual's arrays and arguments) and the emulation's
+    # arithmetic; the kernels' own arithmetic is checked by the GPU tests.
     layout = GroupLayout(shape, axes, 2)
     rng = np.random.default_rng(1)
     x = (1e4 + 1e-2 * rng.standard_normal(shape)).astype(np.float32)

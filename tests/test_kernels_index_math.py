@@ -240,14 +240,3 @@ def test_elementwise_kernels_find_the_channel_of_every_value(view, itemsize):
                 assert (vn, ci) == (n[e], g[e] * group_channels + d[e])
                 visited[e] += 1
     assert visited == Counter(range(n.size))
-
-
-@pytest.mark.parametrize("width", [1, 2, 4, 8, 16, 32])
-def test_segmented_xor_shuffles_stay_inside_their_run(width):
-    # warp_merge: lane l exchanges with l ^ offset for offset = width/2 ... 1; every
-    # partner stays in l's aligned run of `width` lanes, so runs never mix.
-    for lane in range(WARP):
-        offset = width >> 1
-        while offset:
-            assert (lane ^ offset) // width == lane // width
-            offset >>= 1

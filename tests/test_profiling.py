@@ -154,7 +154,7 @@ def fake_rows():
     return rows
 
 
-def test_gpu_script_covers_the_issue_shapes_and_their_twins():
+def test_gpu_script_covers_its_shapes_and_their_twins():
     script = load_gpu_script()
     seen = {(c.shape, c.axis, c.dtype, c.groups) for c in script.cases()}
     assert ((8, 64, 64, 512), -1, "float16", 32) in seen

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .cuda_plan import BLOCK
+
 SOURCE_PATH = Path(__file__).with_name("cuda") / "group_norm.cu"
 
 # Compile options shared by the loader and the compile check. Full-precision
 # division and sqrt stay on (NVRTC's default): rstd must match the NumPy path.
-OPTIONS = ("--std=c++17",)
+OPTIONS = ("--std=c++17", f"-DCUGN_BLOCK={BLOCK}")
 
 # The architectures the compile check targets by default (A100 and H100 class).
 ARCHITECTURES = ("sm_80", "sm_90")

@@ -17,7 +17,7 @@ Reductions come in two shapes (see ``cuda/group_norm.cu``):
 import math
 from dataclasses import dataclass
 
-BLOCK = 256                # threads per block of every kernel (kBlock in the source)
+BLOCK = 256                # threads per block of every kernel (the source's kBlock)
 VECTOR_BYTES = 16          # widest vector access
 SMALL_UNIT_ITEMS = 4       # vectors per thread below which a unit gets part of a warp
 MIN_SPLIT_VECTORS = 4 * BLOCK  # least vectors per block when a unit is split

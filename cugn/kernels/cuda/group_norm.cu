@@ -19,7 +19,9 @@
 
 namespace cugn {
 
-constexpr int kBlock = 256;  // threads per block of every kernel
+// Threads per block of every kernel: the launch planner's cuda_plan.BLOCK, passed
+// by the loader as -DCUGN_BLOCK so that the two cannot disagree.
+constexpr int kBlock = CUGN_BLOCK;
 // Resident blocks per SM asked of ptxas (<= 64 registers a thread). Without an
 // explicit minimum, ptxas 13 picks a tighter register target for some
 // instantiations and spills; with it none spills (python -m cugn.kernels).
