@@ -325,3 +325,19 @@ def test_relu_and_pow_at_their_edges():
     with np.errstate(invalid="ignore"):
         ((-2.0) ** e).sum().backward()            # NaN, as for a Tensor base, not a crash
     assert np.isnan(e.grad.numpy()).all()
+
+
+def test_a_leaf_hook_runs_once_on_the_summed_gradient():
+    x = cugn.tensor([1.0, 1.0], requires_grad=True)
+    seen = []
+
+    def clamp(grad):
+        seen.append(grad.numpy().copy())
+        return cugn.tensor(np.minimum(grad.numpy(), 4.0))
+
+    x.register_hook(clamp)
+    (x * 2 + x * 3).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [4.0, 4.0])   # as torch: clamp(2 + 3)
+    assert len(seen) == 1 and seen[0].tolist() == [5.0, 5.0]
+    (g,) = cugn.grad((x * 2 + x * 3).sum(), x)                    # grad() runs it too
+    np.testing.assert_array_equal(g.numpy(), [4.0, 4.0])

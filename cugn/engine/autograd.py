@@ -121,6 +121,7 @@ def _run(roots, seeds, retain_graph, create_graph, inputs):
                     walk.deliver_to_leaf(edge.leaf, value)
                 else:
                     walk.add_to_buffer(edge.node, edge.index, value)
+        walk.finish_leaves()
         return walk.captured
 
 
@@ -164,6 +165,7 @@ class _Walk:
         self.captured = [None] * len(inputs) if self.capturing else None
         self.leaf_targets = {}
         self.node_targets = {}
+        self.leaf_sums = {}  # id(leaf) -> [leaf, summed gradient], in order of arrival
         for position, tensor in enumerate(inputs or ()):
             if tensor.grad_fn is None:
                 self.leaf_targets.setdefault(id(tensor), []).append(position)
@@ -185,40 +187,47 @@ class _Walk:
                 shape, dtype = node.output_meta[index]
                 buffer[index] = Tensor(backend.zeros(shape, dtype, node.device))
                 continue
-            for hook in (node.output_hooks or {}).get(index, ()):
-                replaced = hook(value)
-                if replaced is not None:
-                    value = replaced if isinstance(replaced, Tensor) else Tensor(replaced)
+            value = _run_hooks((node.output_hooks or {}).get(index), value)
             buffer[index] = value
             for position in self.node_targets.get((node, index), ()):
                 self._capture(position, value)
         return buffer
 
     def deliver_to_leaf(self, leaf, value):
-        if self.capturing:
-            for position in self.leaf_targets.get(id(leaf), ()):
-                self._capture(position, value)
-            return
-        for hook in leaf._hooks or ():
-            replaced = hook(value)
-            if replaced is not None:
-                value = replaced if isinstance(replaced, Tensor) else Tensor(replaced)
-        if leaf.grad is not None:
-            leaf.grad = leaf.grad + value
-        elif self.create_graph:
-            leaf.grad = value
+        """Add one contribution to a leaf's gradient; the sum is delivered by finish_leaves."""
+        pending = self.leaf_sums.get(id(leaf))
+        if pending is None:
+            self.leaf_sums[id(leaf)] = [leaf, value]
         else:
-            # Memory that a seed or another leaf's grad already uses is copied, so that no
-            # two .grad arrays (or a .grad and the caller's seed) share memory; a fresh
-            # result of a backward, even seen through a reshape, is kept as it is.
-            array = value.data
-            # Also copied: a broadcast or otherwise strided view (read-only on NumPy, and
-            # an in-place update of it would write one element many times on CuPy).
-            if id(_memory_owner(array)) in self.shared or not array.flags.c_contiguous \
-                    or not getattr(array.flags, "writeable", True):
-                array = array.copy()
-            self.shared.add(id(_memory_owner(array)))
-            leaf.grad = Tensor(array)
+            pending[1] = pending[1] + value
+
+    def finish_leaves(self):
+        """Run each leaf's hooks once, on its summed gradient (as PyTorch does), then
+        capture it or accumulate it into ``.grad``."""
+        for leaf, value in self.leaf_sums.values():
+            value = _run_hooks(leaf._hooks, value)
+            if self.capturing:
+                for position in self.leaf_targets.get(id(leaf), ()):
+                    self._capture(position, value)
+            elif leaf.grad is not None:
+                leaf.grad = leaf.grad + value
+            elif self.create_graph:
+                leaf.grad = value
+            else:
+                leaf.grad = Tensor(self._own_array(value.data))
+        self.leaf_sums.clear()
+
+    def _own_array(self, array):
+        """``array``, or a copy of it where it may not become a .grad as it is: memory
+        that a seed or another leaf's grad already uses (no two .grad arrays, or a .grad
+        and the caller's seed, may share memory), or a broadcast or otherwise strided
+        view (read-only on NumPy; on CuPy an in-place update of it would write one
+        element many times). A fresh result seen through a reshape is kept."""
+        if id(_memory_owner(array)) in self.shared or not array.flags.c_contiguous \
+                or not getattr(array.flags, "writeable", True):
+            array = array.copy()
+        self.shared.add(id(_memory_owner(array)))
+        return array
 
     def _capture(self, position, value):
         previous = self.captured[position]
@@ -252,6 +261,15 @@ def _checked_grad(node, edge, value):
         )
     if value.dtype != edge.dtype:
         value = value.to(dtype=edge.dtype)
+    return value
+
+
+def _run_hooks(hooks, value):
+    """Each hook sees the gradient and may return a replacement (a Tensor or an array)."""
+    for hook in hooks or ():
+        replaced = hook(value)
+        if replaced is not None:
+            value = replaced if isinstance(replaced, Tensor) else Tensor(replaced)
     return value
 
 
