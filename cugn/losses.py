@@ -35,10 +35,15 @@ def _prediction(y_pred):
     return y_pred
 
 
+def _raw(values):
+    """Targets or labels (a Tensor, an array or a list) as a NumPy or CuPy array."""
+    data = values.data if isinstance(values, Tensor) else values
+    return data if backend.is_array(data) else np.asarray(data)
+
+
 def _target(y_true, y_pred):
     """``y_true`` as an array on ``y_pred``'s device and dtype, shaped like it (no gradient)."""
-    data = y_true.data if isinstance(y_true, Tensor) else y_true
-    data = data if backend.is_array(data) else np.asarray(data)
+    data = _raw(y_true)
     if tuple(data.shape) != y_pred.shape:
         raise ValueError(f"y_true has shape {tuple(data.shape)} but y_pred has shape "
                          f"{y_pred.shape}")
@@ -80,8 +85,7 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
     like ``logits``."""
     _check_reduction(reduction)
     logits = _prediction(logits)
-    labels_data = labels.data if isinstance(labels, Tensor) else labels
-    labels_data = labels_data if backend.is_array(labels_data) else np.asarray(labels_data)
+    labels_data = _raw(labels)
     if np.issubdtype(labels_data.dtype, np.integer):
         return sparse_categorical_crossentropy(labels_data, logits, True, reduction)
     target = _target(labels_data, logits)
@@ -122,8 +126,7 @@ def regularization_loss(model):
 
 
 def _one_hot(labels, y_pred):
-    data = labels.data if isinstance(labels, Tensor) else labels
-    data = data if backend.is_array(data) else np.asarray(data)
+    data = _raw(labels)
     classes = y_pred.shape[-1]
     if not np.issubdtype(data.dtype, np.integer):
         raise TypeError(f"y_true must hold integer class labels, got dtype {data.dtype}")

@@ -51,7 +51,7 @@ def deserialize(spec, classes, aliases, kind):
         name = aliases.get(name, name)
         if name not in classes:
             raise ValueError(f"Unknown {kind}: {spec!r}")
-        return classes[name](**(spec.get("config") or {}))
+        return classes[name].from_config(spec.get("config") or {})
     if callable(spec):
         return spec
     raise ValueError(f"Could not interpret {kind}: {spec!r}")
