@@ -22,6 +22,16 @@ def cupy():
     return cp
 
 
+def cuda_available():
+    """True when CuPy is installed and sees a CUDA device (imports CuPy if present)."""
+    try:
+        import cupy as cp
+
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, or CuPy without a driver or a device
+        return False
+
+
 def is_cupy_array(obj):
     cp = sys.modules.get("cupy")
     return cp is not None and isinstance(obj, cp.ndarray)

@@ -24,12 +24,7 @@ from cugn.optim import Adam
 
 def default_device():
     """"cuda" when CuPy can see a CUDA device, else "cpu"."""
-    try:
-        import cupy
-
-        return "cuda" if cupy.cuda.runtime.getDeviceCount() > 0 else "cpu"
-    except Exception:  # no CuPy, no driver or no device
-        return "cpu"
+    return "cuda" if backend.cuda_available() else "cpu"
 
 
 def load_digits(seed):

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from cugn.backend import cuda_available
+
 # The tests compare with Keras on its JAX backend; set before any test imports Keras.
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -20,17 +22,8 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
-def _cuda_available():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver or no device
-        return False
-
-
 def pytest_collection_modifyitems(config, items):
-    if _cuda_available():
+    if cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device and CuPy")
     for item in items:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import kernels
+from .. import backend, kernels
 from ..backend import compute_dtype
 from ..functions.normalization import (check_axis, check_epsilon, check_groups, feature_axes,
                                        resolve_groups)
@@ -378,10 +378,4 @@ def commit():
 
 def cuda_available():
     """True when CuPy is installed and sees a CUDA device."""
-    cp = optional_import("cupy")
-    if cp is None:
-        return False
-    try:
-        return cp.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # CuPy without a driver or a device
-        return False
+    return backend.cuda_available()
