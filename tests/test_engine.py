@@ -341,3 +341,7 @@ def test_a_leaf_hook_runs_once_on_the_summed_gradient():
     assert len(seen) == 1 and seen[0].tolist() == [5.0, 5.0]
     (g,) = cugn.grad((x * 2 + x * 3).sum(), x)                    # grad() runs it too
     np.testing.assert_array_equal(g.numpy(), [4.0, 4.0])
+    other, other_calls = cugn.tensor([1.0, 1.0], requires_grad=True), []
+    other.register_hook(other_calls.append)
+    cugn.grad((x * other).sum(), x)                              # but not on other leaves
+    assert other_calls == [] and other.grad is None

@@ -194,7 +194,10 @@ class _Walk:
         return buffer
 
     def deliver_to_leaf(self, leaf, value):
-        """Add one contribution to a leaf's gradient; the sum is delivered by finish_leaves."""
+        """Add one contribution to a leaf's gradient; the sum is delivered by finish_leaves.
+        grad() leaves the leaves it does not capture alone (their hooks do not run)."""
+        if self.capturing and id(leaf) not in self.leaf_targets:
+            return
         pending = self.leaf_sums.get(id(leaf))
         if pending is None:
             self.leaf_sums[id(leaf)] = [leaf, value]
