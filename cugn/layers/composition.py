@@ -1,7 +1,5 @@
 """Keras/R-style functional composition: ``group_normalization(object, **kwargs)``."""
 
-import numpy as np
-
 from .. import backend
 from ..engine.tensor import Tensor
 from .group_normalization import GroupNormalization
@@ -15,7 +13,7 @@ def group_normalization(object=None, **kwargs):  # noqa: A002 - the R interface'
     - a ``Sequential``: the layer is appended to it, and the model is returned;
     - a Tensor or an array: the layer applied to it (the output is returned).
     """
-    if object is not None and not isinstance(object, (Sequential, Tensor, np.ndarray)) \
+    if object is not None and not isinstance(object, (Sequential, Tensor)) \
             and not backend.is_array(object):
         raise TypeError(f"object must be None, a Sequential, a Tensor or an array, "
                         f"got {type(object).__name__}")
