@@ -226,10 +226,11 @@ class _Walk:
         and the caller's seed, may share memory), or a broadcast or otherwise strided
         view (read-only on NumPy; on CuPy an in-place update of it would write one
         element many times). A fresh result seen through a reshape is kept."""
-        if id(_memory_owner(array)) in self.shared or not array.flags.c_contiguous \
+        owner = _memory_owner(array)
+        if id(owner) in self.shared or not array.flags.c_contiguous \
                 or not getattr(array.flags, "writeable", True):
-            array = array.copy()
-        self.shared.add(id(_memory_owner(array)))
+            array = owner = array.copy()
+        self.shared.add(id(owner))
         return array
 
     def _capture(self, position, value):

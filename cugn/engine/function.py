@@ -186,14 +186,15 @@ class Function:
                 _check_same_device(cls, raw_args)
             needs_input_grad = tuple(isinstance(arg, Tensor) and arg._requires_grad
                                      for arg in args)
-            record = is_grad_enabled() and any(needs_input_grad)
+            enabled = is_grad_enabled()
+            record = enabled and any(needs_input_grad)
 
             ctx = Context(needs_input_grad)
-            previous, _state.enabled = is_grad_enabled(), False  # forward never records
+            _state.enabled = False  # forward never records
             try:
                 result = cls.forward(ctx, *raw_args)
             finally:
-                _state.enabled = previous
+                _state.enabled = enabled
             outputs = result if isinstance(result, tuple) else (result,)
             outputs = tuple(out if backend.is_array(out) else np.asarray(out)
                             for out in outputs)

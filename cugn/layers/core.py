@@ -8,6 +8,7 @@ import numpy as np
 from .. import activations, backend, constraints, initializers, regularizers
 from ..engine.tensor import Tensor
 from ..functions import matmul
+from ..functions.convolution import check_data_format
 from .layer import Layer, require_default
 
 
@@ -123,9 +124,7 @@ class Flatten(Layer):
     ``channels_first`` inputs are flattened in channels-last order."""
 
     def __init__(self, data_format="channels_last", **kwargs):
-        if data_format not in ("channels_last", "channels_first"):
-            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', "
-                             f"got {data_format!r}")
+        data_format = check_data_format(data_format)
         super().__init__(**kwargs)
         self.data_format = data_format
 

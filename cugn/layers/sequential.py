@@ -24,7 +24,7 @@ class Sequential(Layer):
     def __init__(self, layers=None, **kwargs):
         super().__init__(**kwargs)
         self._layers = []
-        self._output_shapes = {}
+        self._input_shape = None  # of the first call; summary() derives the rest from it
         for layer in layers or ():
             self.add(layer)
 
@@ -68,8 +68,10 @@ class Sequential(Layer):
         x = inputs
         for layer in self._layers:
             x = layer(x, training=training) if _takes_training(layer) else layer(x)
-            self._output_shapes[id(layer)] = x.shape
         return x
+
+    def build(self, input_shape):
+        self._input_shape = tuple(input_shape)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -80,11 +82,13 @@ class Sequential(Layer):
     def summary(self, print_fn=print):
         """Print each layer's name, type, output shape (after a call) and weight count."""
         rows = [("Layer (type)", "Output shape", "Params")]
+        shape = None if self._input_shape is None else (None,) + self._input_shape[1:]
         for layer in self._layers:
-            shape = self._output_shapes.get(id(layer))
+            if shape is not None:
+                shape = tuple(layer.compute_output_shape(shape))
             count = sum(w.numel() for w in layer.weights)
             rows.append((f"{layer.name} ({type(layer).__name__})",
-                         "?" if shape is None else str((None,) + tuple(shape[1:])), str(count)))
+                         "?" if shape is None else str(shape), str(count)))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [f'Model: "{self.name}"']
         rule = "-" * (sum(widths) + 4)

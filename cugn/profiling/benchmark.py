@@ -145,30 +145,16 @@ def _cuda_timers(case):
         return run
 
     data = _inputs(case, cp)
-    x, dy, gamma, beta = data
-    layout, epsilon = case.layout, case.epsilon
-    _, mean, rstd = kernels.forward(x, gamma, beta, layout, epsilon)
-    copy = {p: _device_copy(cp, TRAFFIC[p] * case.nbytes // 2) for p in PASSES}
-    naive = _naive(cp, case, data)
-    torch_fns = _peer("torch", _torch, case, data, "cuda")
-    keras_fns = _peer("keras_jax", _keras_jax, case, data, "gpu")
-    cupy_timer, torch_timer = timer("cupy"), timer("torch")
-    return {
-        "forward": {
-            "cugn": (lambda: kernels.forward(x, gamma, beta, layout, epsilon), cupy_timer),
-            "copy": (copy["forward"], cupy_timer),
-            "torch": (torch_fns[0], torch_timer),
-            "keras_jax": (keras_fns[0], _jax_timer),
-            "naive": (naive[0], cupy_timer),
-        },
-        "backward": {
-            "cugn": (lambda: kernels.backward(x, dy, gamma, mean, rstd, layout), cupy_timer),
-            "copy": (copy["backward"], cupy_timer),
-            "torch": (torch_fns[1], torch_timer),
-            "keras_jax": (keras_fns[1], _jax_timer),
-            "naive": (naive[1], cupy_timer),
-        },
+    functions = {
+        "cugn": _cugn(case, data),
+        "copy": tuple(_device_copy(cp, TRAFFIC[p] * case.nbytes // 2) for p in PASSES),
+        "torch": _peer("torch", _torch, case, data, "cuda"),
+        "keras_jax": _peer("keras_jax", _keras_jax, case, data, "gpu"),
+        "naive": _naive(cp, case, data),
     }
+    cupy_timer = timer("cupy")
+    return _by_pass(functions, {"cugn": cupy_timer, "copy": cupy_timer, "torch": timer("torch"),
+                                "keras_jax": _jax_timer, "naive": cupy_timer})
 
 
 def _device_copy(cp, nbytes):
@@ -200,36 +186,36 @@ def _cpu_timers(case):
         return time_cpu(fn, **_counts(warmup, repeats, 2, 10), min_seconds=_min_seconds(repeats))
 
     data = _inputs(case, np)
-    x, dy, gamma, beta = data
-    layout, epsilon = case.layout, case.epsilon
-    _, mean, rstd = kernels.forward(x, gamma, beta, layout, epsilon)
     source = np.ones(3 * case.nbytes // 2, np.uint8)
     target = np.empty_like(source)
-    copy = {p: (lambda n=TRAFFIC[p] * case.nbytes // 2: np.copyto(target[:n], source[:n]))
-            for p in PASSES}
-    naive = _naive(np, case, data)
-    torch_fns = _peer("torch", _torch, case, data, "cpu")
-    keras_fns = _peer("keras_jax", _keras_jax, case, data, "cpu")
-
-    return {
-        "forward": {
-            "cugn": (lambda: kernels.forward(x, gamma, beta, layout, epsilon), timer),
-            "copy": (copy["forward"], timer),
-            "torch": (torch_fns[0], timer),
-            "keras_jax": (keras_fns[0], _jax_timer),
-            "naive": (naive[0], timer),
-        },
-        "backward": {
-            "cugn": (lambda: kernels.backward(x, dy, gamma, mean, rstd, layout), timer),
-            "copy": (copy["backward"], timer),
-            "torch": (torch_fns[1], timer),
-            "keras_jax": (keras_fns[1], _jax_timer),
-            "naive": (naive[1], timer),
-        },
+    functions = {
+        "cugn": _cugn(case, data),
+        "copy": tuple((lambda n=TRAFFIC[p] * case.nbytes // 2: np.copyto(target[:n], source[:n]))
+                      for p in PASSES),
+        "torch": _peer("torch", _torch, case, data, "cpu"),
+        "keras_jax": _peer("keras_jax", _keras_jax, case, data, "cpu"),
+        "naive": _naive(np, case, data),
     }
+    return _by_pass(functions, {"cugn": timer, "copy": timer, "torch": timer,
+                                "keras_jax": _jax_timer, "naive": timer})
 
 
 # ------------------------------------------------------------------ shared pieces
+
+
+def _cugn(case, data):
+    """cugn's forward and backward (the array-level kernels) on ``data``."""
+    x, dy, gamma, beta = data
+    layout, epsilon = case.layout, case.epsilon
+    _, mean, rstd = kernels.forward(x, gamma, beta, layout, epsilon)
+    return (lambda: kernels.forward(x, gamma, beta, layout, epsilon),
+            lambda: kernels.backward(x, dy, gamma, mean, rstd, layout))
+
+
+def _by_pass(functions, timers):
+    """``{pass: {peer: (fn, timer)}}`` from each peer's (forward, backward) functions."""
+    return {pass_name: {name: (fns[index], timers[name]) for name, fns in functions.items()}
+            for index, pass_name in enumerate(PASSES)}
 
 
 def _counts(warmup, repeats, default_warmup, default_repeats):
