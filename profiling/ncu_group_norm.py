@@ -178,8 +178,7 @@ def main(argv=None):
         ncu = require_tool("ncu")
     except ToolMissing as error:
         sys.exit(f"ncu_group_norm: {error}")
-    env = dict(os.environ, CUGN_NVTX="1", PYTHONPATH=ROOT + os.pathsep +
-               os.environ.get("PYTHONPATH", ""))
+    env = nsight_workload.profiled_environment()
     with tempfile.TemporaryDirectory() as directory:
         report = args.report or os.path.join(directory, "group_norm")
         command = profile_command(ncu, report, nsight_workload.workload_arguments(args),

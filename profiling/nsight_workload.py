@@ -10,10 +10,19 @@ them; the scripts set CUGN_NVTX=1 so they are on whatever the tool announces.
 """
 
 import argparse
+import os
 
 import numpy as np
 
 AXES = {"nhwc": -1, "nchw": 1}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the source tree
+
+
+def profiled_environment():
+    """The environment the profiled workload runs in: cugn's ranges on, and this
+    source tree's cugn first on the path."""
+    return dict(os.environ, CUGN_NVTX="1",
+                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def parse_shape(text):

@@ -141,8 +141,7 @@ def main(argv=None):
         nsys = require_tool("nsys")
     except ToolMissing as error:
         sys.exit(f"nsys_group_norm: {error}")
-    env = dict(os.environ, CUGN_NVTX="1", PYTHONPATH=ROOT + os.pathsep +
-               os.environ.get("PYTHONPATH", ""))
+    env = nsight_workload.profiled_environment()
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.keep or scratch
         os.makedirs(directory, exist_ok=True)
