@@ -27,7 +27,8 @@ constexpr int kBlock = CUGN_BLOCK;
 // instantiations and spills; with it none spills (python -m cugn.kernels).
 constexpr int kMinBlocks = 4;
 
-// float16 as raw bits, converted with PTX: no header needed under NVRTC.
+// float16 as raw bits, converted with PTX: no header needed under NVRTC (NVRTC
+// always defines __CUDA_ARCH__; the host build converts through _Float16).
 struct Half {
   unsigned short bits;
 };
@@ -44,15 +45,26 @@ struct AccOf<double> {
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
 __device__ __forceinline__ float to_acc(Half v) {
+#ifdef __CUDA_ARCH__
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
   return f;
+#else  // the host build of the kernels (cuda_on_cpu): the compiler's IEEE half
+  _Float16 h;
+  __builtin_memcpy(&h, &v.bits, sizeof h);
+  return float(h);
+#endif
 }
 
 __device__ __forceinline__ void from_acc(float v, float& out) { out = v; }
 __device__ __forceinline__ void from_acc(double v, double& out) { out = v; }
 __device__ __forceinline__ void from_acc(float v, Half& out) {
+#ifdef __CUDA_ARCH__
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(out.bits) : "f"(v));
+#else  // round to nearest even, as cvt.rn
+  const _Float16 h = _Float16(v);
+  __builtin_memcpy(&out.bits, &h, sizeof h);
+#endif
 }
 
 // ------------------------------------------------------------------ vector access

@@ -1,0 +1,252 @@
+"""A CUDA device on the CPU: device memory, the kernels of a source built for
+the host, launches checked argument by argument, and a record of each
+launch's global traffic. ``Device.installed()`` runs cugn's real CUDA host
+code (``group_norm_cuda``) on it, with this device standing in for CuPy."""
+
+import contextlib
+import ctypes
+import functools
+import os
+import types
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import cuda_loader, group_norm_cuda
+from . import build, library, memory
+
+BLOCK_ORDERS = ("forward", "reversed", "shuffled")
+THREAD_ORDERS = ("forward", "reversed")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a launch runs: the order of the blocks (``shuffled`` with ``seed``), and
+    within a block either one thread at a time, lowest (``forward``) or highest
+    index first, or every thread at once (``parallel``, for ThreadSanitizer)."""
+
+    block_order: str = "forward"
+    thread_order: str = "forward"
+    parallel: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.block_order not in BLOCK_ORDERS:
+            raise ValueError(f"block_order must be one of {BLOCK_ORDERS}, got {self.block_order!r}")
+        if self.thread_order not in THREAD_ORDERS:
+            raise ValueError(f"thread_order must be one of {THREAD_ORDERS}, "
+                             f"got {self.thread_order!r}")
+
+    @property
+    def options(self):
+        return types.SimpleNamespace(block_order=BLOCK_ORDERS.index(self.block_order),
+                                     thread_order=THREAD_ORDERS.index(self.thread_order),
+                                     parallel=self.parallel, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The bytes one launch read and wrote in one allocation, passed as ``parameters``."""
+
+    parameters: tuple
+    nbytes: int
+    read: int
+    written: int
+
+
+@dataclass(frozen=True)
+class Launch:
+    kernel: str            # the kernel's name, e.g. "forward_apply"
+    name_expression: str
+    grid: tuple
+    block: tuple
+    traffic: tuple         # of Traffic, one per allocation the launch touched
+
+    @property
+    def bytes_read(self):
+        return sum(t.read for t in self.traffic)
+
+    @property
+    def bytes_written(self):
+        return sum(t.written for t in self.traffic)
+
+
+class Device:
+    """A CUDA device of ``sm_count`` multiprocessors running ``blocks_per_sm``
+    resident blocks each (what the launch planner sizes grids by)."""
+
+    id = 0
+
+    def __init__(self, sm_count=4, blocks_per_sm=2, schedule=Schedule(), variant="checked",
+                 source=None):
+        self.sm_count = sm_count
+        self.blocks_per_sm = blocks_per_sm
+        self.schedule = schedule
+        self.variant = variant
+        self.source = cuda_loader.source() if source is None else source
+        self.allocations = weakref.WeakSet()
+        self.launches = []
+        self.cupy = types.SimpleNamespace(
+            empty=self.empty, empty_like=self.empty_like, zeros=self.zeros, full=self.full,
+            ascontiguousarray=self.ascontiguousarray)
+
+    # ------------------------------------------------------------ a context, as cupy.cuda.Device
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    # ------------------------------------------------------------ the CuPy functions the host calls
+
+    def empty(self, shape, dtype=np.float64):
+        return memory.allocate(self, shape, dtype)
+
+    def empty_like(self, array):
+        return self.empty(array.shape, array.dtype)
+
+    def zeros(self, shape, dtype=np.float64):
+        array = self.empty(shape, dtype)
+        array[...] = 0
+        return array
+
+    def full(self, shape, value, dtype=None):
+        array = self.empty(shape, np.result_type(value) if dtype is None else dtype)
+        array[...] = value
+        return array
+
+    def asarray(self, host):
+        """A copy of ``host`` in device memory."""
+        host = np.asarray(host)
+        array = self.empty(host.shape, host.dtype)
+        array[...] = host
+        return array
+
+    def ascontiguousarray(self, array, dtype=None):
+        """``array`` itself when it is a C-contiguous device array of ``dtype``, as in
+        CuPy; else a contiguous copy in fresh device memory."""
+        dtype = array.dtype if dtype is None else np.dtype(dtype)
+        if memory.allocation_of(array) is not None and array.flags.c_contiguous \
+                and array.dtype == dtype:
+            return array
+        copy = self.empty(array.shape, dtype)
+        copy[...] = array
+        return copy
+
+    # ------------------------------------------------------------ kernels
+
+    def prepare(self, configurations):
+        """Builds the kernels of ``configurations`` ahead of use, on every core."""
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            list(pool.map(self.kernels, configurations))
+
+    def kernels(self, configuration):
+        """{name expression: kernel} of ``configuration``, as ``cuda_loader.kernels``."""
+        built = _library(self.source, tuple(configuration.name_expressions()), self.variant)
+        return {name: RawKernel(self, kernel) for name, kernel in built.kernels.items()}
+
+    def launch(self, kernel, grid, block, args):
+        """Runs ``kernel`` over ``grid`` blocks of ``block`` threads, as a CuPy
+        RawKernel call does, after checking every argument against its parameter."""
+        grid, block = _dimensions("grid", grid), _dimensions("block", block)
+        if len(args) != len(kernel.parameters):
+            raise TypeError(f"{kernel.name}: {len(args)} arguments for "
+                            f"{len(kernel.parameters)} parameters {kernel.parameters}")
+        values, passed = [], {}
+        for parameter, value in zip(kernel.parameters, args):
+            if parameter.pointer:
+                values.append(ctypes.c_void_p(self._address(kernel, parameter, value, passed)))
+            else:
+                values.append(library.scalar(parameter, value))
+        pointers = (ctypes.c_void_p * max(1, len(values)))(
+            *[ctypes.addressof(v) for v in values])
+        live = list(self.allocations)
+        bounds = [b for a in live for b in a.bounds]
+        read, written = kernel.library.launch(kernel, grid, block, pointers,
+                                              self.schedule.options, bounds,
+                                              kernel.library.shared)
+        for allocation in live:
+            offset = allocation.damaged_guard()
+            if offset is not None:
+                names = passed.get(id(allocation), ("no argument",))
+                raise library.KernelError(
+                    f"{kernel.name_expression}: wrote outside an allocation of "
+                    f"{allocation.nbytes} bytes ({', '.join(names)}), at byte {offset}")
+        traffic = tuple(Traffic(passed.get(id(a), ()), a.nbytes, r, w)
+                        for a, r, w in zip(live, read, written) if r or w)
+        self.launches.append(Launch(kernel.name, kernel.name_expression, grid, block, traffic))
+
+    def _address(self, kernel, parameter, value, passed):
+        if value is None:
+            return None  # a null pointer, as CuPy passes None
+        where = f"{kernel.name}: argument {parameter.name!r}"
+        allocation = memory.allocation_of(value) if isinstance(value, np.ndarray) else None
+        if allocation is None or allocation.device is not self:
+            raise TypeError(f"{where} is {type(value).__name__}, not an array in this "
+                            f"device's memory ({parameter.type_name})")
+        if value.dtype != parameter.dtype:
+            raise TypeError(f"{where} is a {value.dtype} array, the kernel takes "
+                            f"{parameter.type_name}")
+        if not value.flags.c_contiguous:
+            raise TypeError(f"{where} is not C-contiguous (strides {value.strides})")
+        passed.setdefault(id(allocation), ())
+        passed[id(allocation)] += (parameter.name,)
+        return value.data.ptr
+
+    # ------------------------------------------------------------ cugn's host code on this device
+
+    @contextlib.contextmanager
+    def installed(self):
+        """Runs ``group_norm_cuda`` on this device: CuPy's functions, the loader's
+        kernels and the device's size are this device's inside the block."""
+        saved = {name: getattr(group_norm_cuda, name)
+                 for name in ("cupy", "_kernels", "_sm_count", "_blocks_per_sm")}
+        saved_kernels = cuda_loader.kernels
+        group_norm_cuda.cupy = self.cupy
+        group_norm_cuda._kernels = group_norm_cuda._Kernels  # uncached: one device per block
+        group_norm_cuda._sm_count = lambda device_id: self.sm_count
+        group_norm_cuda._blocks_per_sm = lambda device_id, configuration: self.blocks_per_sm
+        cuda_loader.kernels = lambda configuration, device_id: self.kernels(configuration)
+        try:
+            yield self
+        finally:
+            cuda_loader.kernels = saved_kernels
+            for name, value in saved.items():
+                setattr(group_norm_cuda, name, value)
+
+
+class RawKernel:
+    """A kernel of this device, called as a ``cupy.RawKernel``: ``(grid, block, args)``."""
+
+    def __init__(self, device, kernel):
+        self.device = device
+        self.kernel = kernel
+
+    def __call__(self, grid, block, args):
+        self.device.launch(self.kernel, grid, block, args)
+
+
+def _dimensions(what, value):
+    value = tuple(value) if isinstance(value, tuple | list) else (value,)
+    if not 1 <= len(value) <= 3 or not all(isinstance(v, int | np.integer) and v >= 1
+                                           for v in value):
+        raise ValueError(f"{what} must be 1 to 3 positive integers, got {value}")
+    return tuple(int(v) for v in value) + (1,) * (3 - len(value))
+
+
+@functools.cache
+def _library(source, name_expressions, variant):
+    path = build.build(source, name_expressions, dict(_TYPE_NAMES), _defines(), variant)
+    return library.Library(path, source)
+
+
+_TYPE_NAMES = {ctype: dtype.name for dtype, ctype in cuda_loader.STORAGE_TYPES.items()
+               if ctype.startswith("cugn::")}
+
+
+def _defines():
+    """The loader's ``-D`` options for NVRTC, given to the host compiler as they are."""
+    return tuple(o for o in cuda_loader.OPTIONS if o.startswith("-D"))

@@ -1,0 +1,125 @@
+"""A built library of host-compiled kernels, through ctypes: its kernels, each
+with the parameter types the compiler saw and the parameter names the source
+gives, its shared arrays, and the launcher."""
+
+import ctypes
+import re
+import shutil
+import subprocess
+
+import numpy as np
+
+_SCALARS = {"int32": ctypes.c_int32, "uint32": ctypes.c_uint32, "uint64": ctypes.c_uint64,
+            "float32": ctypes.c_float, "float64": ctypes.c_double}
+_KERNEL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(([^)]*)\)")
+
+
+def parameter_names(source):
+    """{kernel name: [parameter name]} of every ``__global__`` function in ``source``."""
+    return {name: [p.split()[-1] for p in params.split(",")]
+            for name, params in _KERNEL.findall(source)}
+
+
+class Parameter:
+    """One kernel parameter: ``name``, and its type as the compiler saw it."""
+
+    def __init__(self, name, type_name):
+        self.name = name
+        self.pointer = type_name.endswith("*")
+        self.const = type_name.startswith("const ")
+        self.dtype = np.dtype(type_name.removeprefix("const ").rstrip("*"))
+        self.type_name = type_name
+
+    def __repr__(self):
+        return f"{self.type_name} {self.name}"
+
+
+class Kernel:
+    """One instantiation in a library."""
+
+    def __init__(self, library, index, name_expression, parameters):
+        self.library = library
+        self.name_expression = name_expression
+        self.name = name_expression.split("<")[0].split("::")[-1]
+        self.parameters = parameters
+        self.invoke = library.cdll.cuda_on_cpu_kernel_invoke(index)
+        self.function = library.cdll.cuda_on_cpu_kernel_function(index)
+
+
+class Library:
+    def __init__(self, path, source):
+        self.path = path
+        self.cdll = ctypes.CDLL(str(path))
+        for name in ("cuda_on_cpu_kernel_invoke", "cuda_on_cpu_kernel_function"):
+            getattr(self.cdll, name).restype = ctypes.c_void_p
+        for name in ("cuda_on_cpu_kernel_name", "cuda_on_cpu_kernel_signature"):
+            getattr(self.cdll, name).restype = ctypes.c_char_p
+        launch = self.cdll.cuda_on_cpu_launch
+        launch.restype = ctypes.c_int
+        launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
+                           ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
+                           ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
+                           ctypes.POINTER(ctypes.c_uint64), ctypes.c_int,
+                           ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
+                           ctypes.POINTER(ctypes.c_uint64), ctypes.c_int,
+                           ctypes.c_char_p, ctypes.c_size_t]
+        names = parameter_names(source)
+        self.kernels = {}
+        for i in range(self.cdll.cuda_on_cpu_kernel_count()):
+            expression = self.cdll.cuda_on_cpu_kernel_name(i).decode()
+            types = self.cdll.cuda_on_cpu_kernel_signature(i).decode().split(",")
+            short = expression.split("<")[0].split("::")[-1]
+            parameters = [Parameter(n, t) for n, t in zip(names[short], types, strict=True)]
+            self.kernels[expression] = Kernel(self, i, expression, parameters)
+        self.shared = self._shared_arrays()
+
+    def _shared_arrays(self):
+        """(address, size) of every function-static array of the kernels: their
+        ``__shared__`` memory, read from the library's symbol table."""
+        nm = shutil.which("nm") or shutil.which("llvm-nm")
+        listing = subprocess.run([nm, "-C", "-S", "--defined-only", str(self.path)],
+                                 capture_output=True, text=True, check=True).stdout
+        anchor = ctypes.cast(self.cdll.cuda_on_cpu_kernel_count, ctypes.c_void_p).value
+        base, symbols = None, []
+        for line in listing.splitlines():
+            fields = line.split(maxsplit=3)
+            if len(fields) == 4 and fields[3] == "cuda_on_cpu_kernel_count":
+                base = anchor - int(fields[0], 16)
+            elif len(fields) == 4 and fields[2] in "bBdD" and "cugn::" in fields[3] \
+                    and ")::" in fields[3]:
+                symbols.append((int(fields[0], 16), int(fields[1], 16)))
+        return [(base + offset, size) for offset, size in symbols]
+
+    def launch(self, kernel, grid, block, args, options, memory, shared):
+        """Runs ``kernel``; returns (bytes read, bytes written) per allocation of
+        ``memory`` (4 bounds each), or raises KernelError."""
+        count = len(memory) // 4
+        bounds = (ctypes.c_uint64 * max(1, len(memory)))(*memory)
+        read = (ctypes.c_uint64 * max(1, count))()
+        written = (ctypes.c_uint64 * max(1, count))()
+        flat = [v for pair in shared for v in pair]
+        shared_array = (ctypes.c_uint64 * max(1, len(flat)))(*flat)
+        error = ctypes.create_string_buffer(4096)
+        status = self.cdll.cuda_on_cpu_launch(
+            kernel.invoke, kernel.function, args, (ctypes.c_uint * 3)(*grid),
+            (ctypes.c_uint * 3)(*block), options.block_order, options.thread_order,
+            int(options.parallel), options.seed, bounds, count, read, written, shared_array,
+            len(shared), error, len(error))
+        if status:
+            raise KernelError(f"{kernel.name_expression}: {error.value.decode()}")
+        return list(read)[:count], list(written)[:count]
+
+
+class KernelError(RuntimeError):
+    """A launch broke a rule of CUDA (or the harness's checks of memory)."""
+
+
+def scalar(parameter, value):
+    """The ctypes value of a scalar argument, which must be a NumPy scalar of the
+    parameter's exact dtype (the width a GPU launch would pass)."""
+    if not isinstance(value, np.generic) or value.dtype != parameter.dtype:
+        got = f"{type(value).__name__}" + (f" ({value.dtype})" if isinstance(value, np.generic)
+                                           else "")
+        raise TypeError(f"argument {parameter.name!r}: {got}, the kernel takes "
+                        f"{parameter.type_name} (pass numpy.{parameter.dtype.name})")
+    return _SCALARS[parameter.dtype.name](value.item())

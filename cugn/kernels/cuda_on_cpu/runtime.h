@@ -1,0 +1,98 @@
+// CUDA for the host compiler: what cugn's .cu sources need of the CUDA language
+// and runtime, so that g++ or clang++ builds them unchanged and the launcher of
+// runtime.cpp runs them with one host thread per CUDA thread.
+//
+// Blocks run one after another, so `__shared__` is function-static storage that
+// one block at a time owns (the launcher fills it with NaN before each block).
+// Barriers and warp shuffles are real synchronisation points between the
+// block's threads, checked against the rules of PTX's bar.sync and shfl.sync.
+#pragma once
+
+#include <math.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+
+struct uint3 {
+  unsigned x, y, z;
+};
+typedef uint3 dim3;
+
+namespace cuda_on_cpu {
+
+// Set by the launcher: per host thread for the thread and block index, per
+// launch for the dimensions.
+extern thread_local uint3 thread_index;
+extern thread_local uint3 block_index;
+extern uint3 block_dimensions;
+extern uint3 grid_dimensions;
+
+// Calls a kernel with its arguments unpacked from an array of pointers to them.
+typedef void (*Invoke)(void (*kernel)(), void** args);
+
+enum ShuffleKind { kShuffleXor = 0, kShuffleDown = 1 };
+
+void syncthreads(const char* file, int line);
+// One lane's part of a shuffle: returns the `size` low bytes of the source lane's `bits`.
+uint64_t shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand, int width,
+                 const char* file, int line);
+
+template <typename T>
+T shuffle_value(unsigned mask, T value, ShuffleKind kind, int operand, int width,
+                const char* file, int line) {
+  static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8,
+                "shuffles move values of at most 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  bits = shuffle(mask, bits, int(sizeof(T)), kind, operand, width, file, line);
+  std::memcpy(&value, &bits, sizeof(T));
+  return value;
+}
+
+}  // namespace cuda_on_cpu
+
+#define threadIdx (::cuda_on_cpu::thread_index)
+#define blockIdx (::cuda_on_cpu::block_index)
+#define blockDim (::cuda_on_cpu::block_dimensions)
+#define gridDim (::cuda_on_cpu::grid_dimensions)
+
+// The call site travels with every synchronisation, so that a divergent barrier
+// or shuffle is reported with the lines that disagree.
+inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  cuda_on_cpu::syncthreads(file, line);
+}
+
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32,
+                  const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return cuda_on_cpu::shuffle_value(mask, value, cuda_on_cpu::kShuffleXor, lane_mask, width, file,
+                                    line);
+}
+
+template <typename T>
+T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = 32,
+                   const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  return cuda_on_cpu::shuffle_value(mask, value, cuda_on_cpu::kShuffleDown, int(delta), width,
+                                    file, line);
+}
+
+// The math the kernels use. The GPU's fast division is approximate; here it is IEEE.
+inline float __fdividef(float a, float b) { return a / b; }
+
+template <typename T>
+inline T min(T a, T b) {
+  return b < a ? b : a;
+}
+
+template <typename T>
+inline T max(T a, T b) {
+  return a < b ? b : a;
+}

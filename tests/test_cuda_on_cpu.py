@@ -1,0 +1,516 @@
+"""The CUDA kernels of ``cugn/kernels/cuda/group_norm.cu`` run on the CPU.
+
+The real source is built by the host compiler (``cugn.kernels.cuda_on_cpu``) and
+launched by cugn's real host code (``group_norm_cuda``), one host thread per
+CUDA thread, with the rules of barriers and shuffles enforced and memory
+checked. Every kernel, tier and configuration the planner can choose is
+compared with the NumPy path in float64; the harness itself is proven on
+planted bugs. ``tests/test_cuda_on_cpu_sanitizers.py`` runs a subset of this
+file again under AddressSanitizer with UBSan, and under ThreadSanitizer.
+
+CUGN_CUDA_ON_CPU_VARIANT selects the build (checked, address, thread); the
+sanitizer runs set it. CUGN_SWEEP_SEED fixes the random sweep's seed.
+"""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cupy", reason="group_norm_cuda imports CuPy (no GPU needed)")
+
+from cugn.functions.normalization import check_axis, feature_axes, resolve_groups  # noqa: E402
+from cugn.kernels import cuda_loader, cuda_plan, group_norm_cuda, group_norm_numpy  # noqa: E402
+from cugn.kernels.cuda_on_cpu import Device, KernelError, Schedule, compiler  # noqa: E402
+from cugn.kernels.layout import GroupLayout  # noqa: E402
+
+if compiler() is None:
+    pytest.skip("needs g++ (>= 12) or clang++ to build the kernels for the host",
+                allow_module_level=True)
+
+pytestmark = pytest.mark.cuda_on_cpu
+
+VARIANT = os.environ.get("CUGN_CUDA_ON_CPU_VARIANT", "checked")
+# ThreadSanitizer watches threads that run at once; the other builds run one at a time.
+SCHEDULE = Schedule(parallel=VARIANT == "thread")
+
+
+def make_device(**kwargs):
+    return Device(variant=VARIANT, schedule=kwargs.pop("schedule", SCHEDULE), **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_kernels():
+    """Every configuration built up front, on every core (then cached on disk)."""
+    if VARIANT == "checked":
+        make_device().prepare(cuda_loader.configurations())
+
+
+# ------------------------------------------------------------------ running and comparing
+
+
+def make_layout(shape, axis, groups):
+    axes = feature_axes(check_axis(axis), shape)
+    channels = int(np.prod([shape[a] for a in axes]))
+    return GroupLayout(shape, axes, resolve_groups(groups, channels))
+
+
+def make_inputs(shape, layout, dtype, center=True, scale=True, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (0.5 + 2 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma = (1 + 0.5 * rng.standard_normal(layout.feature_shape)) if scale else None
+    beta = rng.standard_normal(layout.feature_shape) if center else None
+    return x, dy, gamma, beta
+
+
+def on_device(device, host, offset=0):
+    """``host`` copied to ``device``, ``offset`` elements past an allocation's start
+    (an offset that is not a multiple of the vector misaligns it)."""
+    if host is None:
+        return None
+    flat = device.empty(host.size + offset, host.dtype)
+    array = flat[offset:].reshape(host.shape)
+    array[...] = host
+    return array
+
+
+def run_cuda(device, layout, x, dy, gamma, beta, epsilon, offset=0):
+    """y, mean, rstd, dx, dgamma, dbeta of the CUDA path on ``device``, as host arrays."""
+    with device.installed():
+        put = lambda a: on_device(device, a, offset)  # noqa: E731
+        y, mean, rstd = group_norm_cuda.forward(put(x), put(gamma), put(beta), layout, epsilon)
+        grads = group_norm_cuda.backward(put(x), put(dy), put(gamma), mean, rstd, layout)
+    return [np.array(a) for a in (y, mean, rstd, *grads)]
+
+
+def run_reference(layout, x, dy, gamma, beta, epsilon):
+    """The same outputs from the NumPy path in float64, on the same (rounded) inputs."""
+    as64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
+    y, mean, rstd = group_norm_numpy.forward(as64(x), as64(gamma), as64(beta), layout, epsilon)
+    return [y, mean, rstd, *group_norm_numpy.backward(as64(x), as64(dy), as64(gamma), mean, rstd,
+                                                      layout)]
+
+
+def tolerance(dtype, count):
+    """The error allowed, relative to a result's scale, for a result reduced from
+    ``count`` values of ``dtype``: the final rounding to the storage type (half an
+    ulp, twice over: the input to the statistics and the output), and a
+    random-walk bound of accumulation errors in the compute type."""
+    compute = np.float64 if dtype == np.float64 else np.float32
+    return 2 * float(np.finfo(dtype).eps) + 8 * float(np.finfo(compute).eps) * np.sqrt(count)
+
+
+NAMES = ("y", "mean", "rstd", "dx", "dgamma", "dbeta")
+
+
+def assert_matches(got, want, layout, dtype, case="", dy=None, gamma=None):
+    """Every output against the float64 reference, each relative to its scale: the
+    largest finite value of the reference, and for dx the size of the terms that
+    cancel in it (rstd*gamma*dy, large where a group's variance is small)."""
+    compute = np.float64 if dtype == np.float64 else np.float32
+    terms = {}
+    if dy is not None and dy.size:
+        rstd = want[2][np.isfinite(want[2])]
+        weight = 1.0 if gamma is None else float(np.abs(gamma).max())
+        terms["dx"] = float(rstd.max(initial=0)) * weight * float(np.nanmax(np.abs(dy)))
+    counts = {"y": layout.group_size, "mean": layout.group_size, "rstd": layout.group_size,
+              "dx": layout.group_size, "dgamma": layout.batch * layout.group_size,
+              "dbeta": layout.batch * layout.group_size}
+    for name, a, b in zip(NAMES, got, want):
+        assert a.shape == b.shape, (case, name)
+        assert a.dtype == (dtype if name in ("y", "dx") else compute), (case, name)
+        tol = tolerance(dtype, counts[name])
+        finite = np.isfinite(b)
+        scale = max(1.0, float(np.abs(b[finite]).max())) if finite.any() else 1.0
+        scale = max(scale, terms.get(name, 0.0))
+        np.testing.assert_allclose(a.astype(np.float64), b, rtol=tol, atol=tol * scale,
+                                   err_msg=f"{case} {name}")
+
+
+def check(shape, axis, groups, dtype, device=None, center=True, scale=True, epsilon=1e-3,
+          offset=0, seed=0):
+    device = device or make_device()
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, dtype, center, scale, seed)
+    got = run_cuda(device, layout, x, dy, gamma, beta, epsilon, offset)
+    case = f"shape={shape} axis={axis} groups={groups} dtype={np.dtype(dtype).name} " \
+           f"center={center} scale={scale} offset={offset} sm_count={device.sm_count} " \
+           f"blocks_per_sm={device.blocks_per_sm}"
+    assert_matches(got, run_reference(layout, x, dy, gamma, beta, epsilon), layout, dtype, case,
+                   dy, gamma)
+    return device
+
+
+def plan_of(shape, axis, groups, dtype, device):
+    layout = make_layout(shape, axis, groups)
+    view = layout.view
+    return cuda_plan.plan(view, np.dtype(dtype).itemsize, [0], device.sm_count,
+                          device.blocks_per_sm)
+
+
+# ------------------------------------------------------------------ every tier and configuration
+
+DTYPES = [np.float16, np.float32, np.float64]
+dtype_ids = lambda d: np.dtype(d).name  # noqa: E731
+
+CASES = [
+    # shape, axis, groups
+    ((2, 8, 8, 32), -1, 4),        # NHWC, column tiles, whole groups per warp run
+    ((2, 32, 8, 8), 1, 4),         # NCHW, rows of D*S
+    ((2, 6, 12, 5), 2, 3),         # a middle axis: M = 6, S = 5
+    ((2, 4, 6, 10), [1, 3], 2),    # non-adjacent axes (moved together)
+    ((2, 6, 10, 4), (-1, -3), 4),  # negative axes in a list
+    ((3, 5, 5, 24), -1, 8),        # D = 3: shared-memory merge, no vector
+    ((2, 4, 16, 48), -1, 16),      # D = 3 over 48 channels: tiles of 30 lanes
+    ((3, 33, 7, 7), 1, 3),         # S = 49, D = 11
+    ((2, 9, 9, 48), -1, -1),       # one channel per group, channels-last
+    ((2, 48, 9, 9), 1, -1),        # one channel per group, S = 81: lanes of a warp per group
+    ((2, 16, 4, 4), 1, 1),         # one group
+    ((4, 64), -1, 8),              # spatial size 1, M = 1
+    ((4, 64, 1, 1), 1, 8),         # spatial size 1 channels-first
+    ((1, 40, 8), -1, 2),           # B = 1 channels-last: split over pixel rows
+    ((1, 16, 32, 64), -1, 32),     # B = 1: split column tiles
+    ((1, 32, 16, 16), 1, 32),      # B = 1 channels-first
+    ((1, 4, 1024), 1, 2),          # B = 1, long rows: split across blocks
+    ((1, 2, 8192), 1, 2),          # B = 1, longer rows: every reduction split
+    ((2, 3, 300), -1, 2),          # long channels-last groups: segment units
+    ((5, 30, 7), -1, 7),           # odd everything
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis, groups", CASES, ids=str)
+def test_matches_numpy(shape, axis, groups, dtype):
+    check(shape, axis, groups, dtype)
+
+
+@pytest.mark.parametrize("center, scale", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("shape, axis, groups", [CASES[0], CASES[1], CASES[16]], ids=str)
+def test_without_gamma_or_beta(shape, axis, groups, center, scale):
+    check(shape, axis, groups, np.float32, center=center, scale=scale)
+
+
+@pytest.mark.parametrize("shape, axis, groups, split", [((1, 16, 16, 64), -1, 4, 4),
+                                                        ((2, 4, 4096), 1, 2, 2)], ids=str)
+@pytest.mark.parametrize("sm_count, blocks_per_sm", [(1, 1), (132, 8)])
+def test_small_and_large_devices(shape, axis, groups, split, sm_count, blocks_per_sm):
+    # A large device splits few groups across blocks; a device of one block splits none.
+    device = make_device(sm_count=sm_count, blocks_per_sm=blocks_per_sm)
+    planned = plan_of(shape, axis, groups, np.float32, device).statistics.split
+    assert planned == (1 if sm_count == 1 else split)
+    check(shape, axis, groups, np.float32, device=device)
+
+
+def test_the_planner_reaches_every_tier_in_these_tests():
+    device = make_device()
+    big = make_device(sm_count=132, blocks_per_sm=8)
+    tiers = {(p.statistics.tier, p.partials.tier)
+             for d in (device, big) for shape, axis, groups in CASES
+             for p in [plan_of(shape, axis, groups, np.float32, d)]}
+    statistics = {t for t, _ in tiers}
+    partials = {t for _, t in tiers}
+    assert statistics == {"warp", "block", "split", "column"}
+    assert partials == {"warp", "block", "split", "column"}
+
+
+# ------------------------------------------------------------------ vectors, alignment, indices
+
+
+def launched(device, kernel):
+    return [launch.name_expression for launch in device.launches if launch.kernel == kernel]
+
+
+@pytest.mark.parametrize("offset, vector", [(0, 8), (4, 4), (2, 2), (1, 1), (3, 1)])
+def test_vector_width_follows_alignment(offset, vector):
+    # float16 channels-last with 8 channels per group: 16-byte vectors when aligned.
+    device = check((2, 4, 4, 32), -1, 4, np.float16, offset=offset)
+    (apply,) = launched(device, "forward_apply")
+    assert apply == f"cugn::forward_apply<cugn::Half, {vector}, unsigned int, true>"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+def test_64_bit_indices(monkeypatch, dtype):
+    monkeypatch.setattr(cuda_plan, "INDEX64_THRESHOLD", 0)
+    for shape, axis, groups in [CASES[0], CASES[1], CASES[16]]:
+        device = check(shape, axis, groups, dtype)
+        assert all("unsigned long long" in name for launch in device.launches
+                   for name in [launch.name_expression])
+
+
+def test_non_contiguous_inputs():
+    device = make_device()
+    layout = make_layout((2, 8, 8, 16), -1, 4)
+    x, dy, gamma, beta = make_inputs((2, 8, 16, 16), layout, np.float32)
+    with device.installed():
+        strided = lambda a: device.asarray(a)[:, :, ::2]  # noqa: E731
+        y, mean, rstd = group_norm_cuda.forward(strided(x), device.asarray(gamma),
+                                                device.asarray(beta), layout, 1e-3)
+        grads = group_norm_cuda.backward(strided(x), strided(dy), device.asarray(gamma), mean,
+                                         rstd, layout)
+    got = [np.array(a) for a in (y, mean, rstd, *grads)]
+    want = run_reference(layout, x[:, :, ::2], dy[:, :, ::2], gamma, beta, 1e-3)
+    assert_matches(got, want, layout, np.float32)
+
+
+# ------------------------------------------------------------------ edge cases
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis", [((2, 8, 4, 4), 1), ((2, 4, 4, 8), -1), ((1, 2, 4096), 1)])
+def test_constant_groups_with_epsilon_zero_give_beta(shape, axis, dtype):
+    device = make_device()
+    layout = make_layout(shape, axis, 2)
+    x, dy, gamma, beta = make_inputs(shape, layout, dtype)
+    x[...] = 3
+    got = run_cuda(device, layout, x, dy, gamma, beta, 0.0)
+    want = run_reference(layout, x, dy, gamma, beta, 0.0)
+    assert_matches(got, want, layout, dtype)
+    np.testing.assert_array_equal(got[2], 0)  # rstd
+    np.testing.assert_array_equal(got[0], want[0].astype(dtype))  # beta, exactly
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis", [((2, 8, 4, 4), 1), ((2, 4, 4, 8), -1), ((1, 4, 2048), 1)])
+def test_nan_and_infinity_stay_in_their_group(shape, axis, dtype):
+    device = make_device()
+    layout = make_layout(shape, axis, 4)
+    x, dy, gamma, beta = make_inputs(shape, layout, dtype)
+    view = layout.to_view(x)  # (N, M, G, D, S) view of x itself
+    view[0, 0, 1, 0, 0] = np.nan
+    view[-1, 0, 2, 0, 0] = np.inf
+    got = run_cuda(device, layout, x, dy, gamma, beta, 1e-3)
+    want = run_reference(layout, x, dy, gamma, beta, 1e-3)
+    assert np.isnan(got[1][0, 1]) and np.isnan(got[1][-1, 2]) and np.isnan(got[2][0, 1])
+    assert np.isfinite(got[1]).sum() == got[1].size - 2
+    assert_matches(got, want, layout, dtype)
+
+
+# Shapes on each side of every tier boundary of the planner (float32, vectors of 4).
+BOUNDARIES = [
+    ((2, 8, 512), 1, 8),     # 128 vectors a group: the last size of the warp tier
+    ((2, 8, 516), 1, 8),     # 129: a block per group
+    ((2, 4, 128), -1, 1),    # channels-last, 32 vectors a group: column tiles
+    ((2, 4, 132), -1, 1),    # 33 vectors a group: segment units
+]
+
+
+def test_boundaries_are_on_both_sides_of_each_tier():
+    device = make_device()
+    tiers = [plan_of(*case, np.float32, device).statistics.tier for case in BOUNDARIES]
+    assert tiers == ["warp", "block", "column", "block"]
+
+
+@pytest.mark.parametrize("shape, axis, groups", BOUNDARIES, ids=str)
+def test_tier_boundaries(shape, axis, groups):
+    check(shape, axis, groups, np.float32)
+
+
+SCHEDULES = [Schedule(block_order="reversed"), Schedule(block_order="shuffled", seed=7),
+             Schedule(thread_order="reversed"), Schedule(parallel=True)]
+
+
+@pytest.mark.parametrize("shape, axis, groups", [CASES[0], CASES[5], CASES[16], CASES[17]], ids=str)
+def test_bitwise_equal_in_every_block_and_thread_order(shape, axis, groups):
+    layout = make_layout(shape, axis, groups)
+    inputs = make_inputs(shape, layout, np.float32)
+    first = run_cuda(make_device(), layout, *inputs, 1e-3)
+    for schedule in SCHEDULES:
+        if VARIANT == "thread":
+            schedule = Schedule(schedule.block_order, schedule.thread_order, True, schedule.seed)
+        again = run_cuda(make_device(schedule=schedule), layout, *inputs, 1e-3)
+        for name, a, b in zip(NAMES, first, again):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+
+
+# ------------------------------------------------------------------ a seeded random sweep
+
+SWEEP_SEED = int(os.environ.get("CUGN_SWEEP_SEED", time.time_ns() % 2 ** 32))
+SWEEP_SIZE = 100
+
+
+def sweep_case(rng):
+    """A random layout, dtype, device size and alignment."""
+    dtype = rng.choice(DTYPES)
+    rank = int(rng.integers(2, 6))
+    shape = [int(rng.integers(1, 4))] + [int(rng.integers(1, 9)) for _ in range(rank - 1)]
+    axis = int(rng.integers(1, rank)) if rng.random() < 0.8 else sorted(
+        rng.choice(np.arange(1, rank), size=min(2, rank - 1), replace=False).tolist())
+    axes = feature_axes(check_axis(axis), tuple(shape))
+    channels = int(np.prod([shape[a] for a in axes]))
+    # Group sizes that favour vectors: scale the channel count up sometimes.
+    if rng.random() < 0.5:
+        for a in axes[:1]:
+            shape[a] *= int(rng.choice([2, 4, 8]))
+        channels = int(np.prod([shape[a] for a in axes]))
+    divisors = [g for g in range(1, channels + 1) if channels % g == 0]
+    groups = int(rng.choice(divisors))
+    while np.prod(shape) > 4096:
+        shape[int(np.argmax(shape[1:])) + 1] //= 2  # keep it small, keep it valid
+        axes = feature_axes(check_axis(axis), tuple(shape))
+        channels = int(np.prod([shape[a] for a in axes]))
+        groups = max(g for g in range(1, groups + 1) if channels % g == 0)
+    return dict(shape=tuple(shape), axis=axis, groups=groups, dtype=dtype,
+                center=bool(rng.random() < 0.7), scale=bool(rng.random() < 0.7),
+                offset=int(rng.choice([0, 0, 0, 1, 2, 4])),
+                sm_count=int(rng.choice([1, 4, 16, 132])),
+                blocks_per_sm=int(rng.integers(1, 5)), seed=int(rng.integers(2 ** 31)))
+
+
+@pytest.mark.parametrize("index", range(SWEEP_SIZE), ids=lambda i: f"seed{SWEEP_SEED}-{i}")
+def test_random_sweep(index):
+    rng = np.random.default_rng([SWEEP_SEED, index])
+    case = sweep_case(rng)
+    device = make_device(sm_count=case.pop("sm_count"), blocks_per_sm=case.pop("blocks_per_sm"))
+    check(device=device, **case)
+
+
+# ------------------------------------------------------------------ memory traffic
+
+
+def test_elementwise_kernels_write_each_output_once_and_traffic_is_per_allocation():
+    device = check((2, 8, 8, 32), -1, 4, np.float32)
+    nbytes = 2 * 8 * 8 * 32 * 4
+    by_kernel = {launch.kernel: launch for launch in device.launches}
+    apply = {t.parameters: t for t in by_kernel["forward_apply"].traffic}
+    assert apply[("y",)].written == nbytes and apply[("y",)].read == 0
+    assert apply[("x",)].read == nbytes and apply[("x",)].written == 0
+    dx = {t.parameters: t for t in by_kernel["backward_dx"].traffic}
+    assert dx[("dx",)].written == nbytes
+    assert dx[("x",)].read == dx[("dy",)].read == nbytes
+    statistics = {t.parameters: t for t in by_kernel["forward_stats_column"].traffic}
+    assert statistics[("x",)].read >= nbytes and statistics[("x",)].written == 0
+    assert len(device.launches) == 7
+
+
+# ------------------------------------------------------------------ the launcher checks arguments
+
+
+def test_the_source_declares_every_kernel_the_loader_names():
+    from cugn.kernels.cuda_on_cpu import library
+
+    names = {*cuda_loader.VECTOR_KERNELS, *cuda_loader.LAYOUT_KERNELS, *cuda_loader.SCALAR_KERNELS}
+    assert set(library.parameter_names(cuda_loader.source())) == names
+
+
+def test_every_instantiation_the_loader_names_is_built():
+    device = make_device()
+    for configuration in cuda_loader.configurations():
+        kernels = device.kernels(configuration)
+        assert list(kernels) == configuration.name_expressions()
+
+
+def test_an_argument_of_the_wrong_width_is_caught(monkeypatch):
+    # The host passes I as uint32 below 2^31 elements; an int64 there would be an ABI error.
+    device = make_device()
+    layout = make_layout((2, 4, 4, 16), -1, 4)
+    original = group_norm_cuda._prepare
+
+    def wrong_index(x5, arrays):
+        plan, kernels, index = original(x5, arrays)
+        return plan, kernels, np.int64
+
+    monkeypatch.setattr(group_norm_cuda, "_prepare", wrong_index)
+    with device.installed(), pytest.raises(TypeError, match="'rows'.*int64.*uint32"):
+        group_norm_cuda.forward(device.asarray(np.ones(layout.shape)), None, None, layout, 1e-3)
+
+
+def test_host_memory_and_wrong_dtypes_are_caught():
+    device = make_device()
+    configuration = cuda_loader.Configuration(np.dtype(np.float32), 1, False)
+    finalize = device.kernels(configuration)[configuration.kernel("forward_finalize")]
+    acc = device.empty(12, np.float32)
+    scalars = (np.uint32(1),) * 5 + (np.float32(1), np.float32(0))
+    with pytest.raises(TypeError, match="'x' is ndarray, not an array in this device's memory"):
+        finalize((1,), (256,), (np.ones(4, np.float32), acc, acc, acc, acc, acc, *scalars))
+    with pytest.raises(TypeError, match="'partials' is a float64 array"):
+        finalize((1,), (256,), (acc, device.empty(3, np.float64), acc, acc, acc, acc, *scalars))
+    with pytest.raises(TypeError, match="7 arguments for 13 parameters"):
+        finalize((1,), (256,), (acc,) * 7)
+
+
+def test_each_launch_is_inside_a_named_nvtx_kernel_range(monkeypatch):
+    from cugn.profiling import nvtx
+
+    events = []
+    monkeypatch.setattr(nvtx, "_push", lambda key, category, make, *args: events.append(
+        ("push", category, make(*args))))
+    monkeypatch.setattr(nvtx, "pop", lambda: events.append(("pop",)))
+    configuration = cuda_loader.Configuration(np.dtype(np.float16), 8, False)
+    launch = group_norm_cuda._Launch(lambda grid, block, args: events.append(("launch", args)),
+                                     "forward_apply", configuration)
+    with nvtx(True):
+        launch((1,), (256,), ("x",))
+    with nvtx(False):
+        launch((1,), (256,), ("y",))
+    assert events == [("push", "kernel", "kernel:group_norm_forward_apply<float16, 8>"),
+                      ("launch", ("x",)), ("pop",), ("launch", ("y",))]
+
+
+# ------------------------------------------------------------------ the harness fails on planted bugs
+
+
+def planted(old, new, count=1):
+    """A copy of the source with ``old`` replaced by ``new`` (which must occur ``count`` times)."""
+    source = cuda_loader.source()
+    assert source.count(old) == count, old
+    return source.replace(old, new)
+
+
+def run_planted(source, shape, axis, groups, dtype=np.float32):
+    device = make_device(source=source)
+    layout = make_layout(shape, axis, groups)
+    return run_cuda(device, layout, *make_inputs(shape, layout, dtype), 1e-3)
+
+
+BLOCK_TIER = ((2, 4, 2048), 1, 2)  # a block per group: block_merge and its barrier
+
+
+def test_planted_missing_barrier_reads_unwritten_shared_memory():
+    # Without the barrier, warp 0 (which runs first) reads the other warps' slots
+    # before they are written: the NaN the shared memory was filled with.
+    source = planted("  if (lane == 0) warp_results[warp] = value;\n  __syncthreads();",
+                     "  if (lane == 0) warp_results[warp] = value;")
+    y, mean = run_planted(source, *BLOCK_TIER)[:2]
+    assert np.isnan(mean).all() and np.isnan(y).all()
+
+
+def test_planted_shared_index_past_its_end():
+    source = planted("if (lane == 0) warp_results[warp] = value;",
+                     "if (lane == 0) warp_results[warp + 1] = value;")
+    with pytest.raises(KernelError, match="store of .* bytes .* of 'warp_results' .* past its end"):
+        run_planted(source, *BLOCK_TIER)
+
+
+def test_planted_global_write_past_the_end():
+    source = planted("    store_pack<V>(y, j, out);", "    store_pack<V>(y, j + 1, out);")
+    with pytest.raises(KernelError, match="global store of 16 bytes at byte 8192 of allocation"):
+        run_planted(source, (2, 8, 8, 16), -1, 4)
+
+
+def test_planted_shuffle_in_a_divergent_branch():
+    source = planted("    value = merge(value, shuffle_xor(value, offset));",
+                     "    if (threadIdx.x % 32 < 16) value = merge(value, shuffle_xor(value, offset));")
+    with pytest.raises(KernelError, match="(exited|reached __syncthreads).* while lanes of its "
+                                          "warp wait for it at __shfl_xor_sync"):
+        run_planted(source, *BLOCK_TIER)
+
+
+def test_planted_early_return_before_a_barrier():
+    source = planted("  if (lane == 0) warp_results[warp] = value;\n",
+                     "  if (lane == 0) warp_results[warp] = value;\n"
+                     "  if (threadIdx.x == kBlock - 1) return value;\n")
+    # Lowest index first, threads 0-254 wait at the barrier when 255 leaves.
+    with pytest.raises(KernelError, match=r"thread 255 exited while threads 0-254 wait at "
+                                          r"__syncthreads \(group_norm.cu:\d+\)"):
+        run_planted(source, *BLOCK_TIER)
+
+
+def test_a_deadlock_is_reported_not_hung():
+    # Half the block waits at a barrier the other half never reaches.
+    source = planted("  if (lane == 0) warp_results[warp] = value;\n  __syncthreads();",
+                     "  if (lane == 0) warp_results[warp] = value;\n"
+                     "  if (warp < 4) __syncthreads();")
+    with pytest.raises(KernelError, match="exited while threads 0-127 wait at __syncthreads"):
+        run_planted(source, *BLOCK_TIER)
