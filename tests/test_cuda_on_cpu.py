@@ -485,7 +485,10 @@ def test_planted_shared_index_past_its_end():
 
 def test_planted_global_write_past_the_end():
     source = planted("    store_pack<V>(y, j, out);", "    store_pack<V>(y, j + 1, out);")
-    with pytest.raises(KernelError, match="global store of 16 bytes at byte 8192 of allocation"):
+    # Caught as it happens in the checked build, by the guard zones after the launch in the others.
+    with pytest.raises(KernelError, match=r"global store of 16 bytes at byte 8192 of allocation"
+                                          r"|wrote outside an allocation of 8192 bytes \(y\), "
+                                          r"at byte 8192"):
         run_planted(source, (2, 8, 8, 16), -1, 4)
 
 
@@ -501,9 +504,12 @@ def test_planted_early_return_before_a_barrier():
     source = planted("  if (lane == 0) warp_results[warp] = value;\n",
                      "  if (lane == 0) warp_results[warp] = value;\n"
                      "  if (threadIdx.x == kBlock - 1) return value;\n")
-    # Lowest index first, threads 0-254 wait at the barrier when 255 leaves.
-    with pytest.raises(KernelError, match=r"thread 255 exited while threads 0-254 wait at "
-                                          r"__syncthreads \(group_norm.cu:\d+\)"):
+    # One at a time, lowest index first, threads 0-254 wait at the barrier when 255
+    # leaves; all at once, 255 may leave before or after others arrive.
+    with pytest.raises(KernelError, match=r"thread 255 exited while threads [-\d, ]+ wait at "
+                                          r"__syncthreads \(group_norm.cu:\d+\)|"
+                                          r"__syncthreads \(group_norm.cu:\d+\) reached by "
+                                          r"thread \d+ after threads 255 exited"):
         run_planted(source, *BLOCK_TIER)
 
 

@@ -63,6 +63,26 @@ def compiler_version():
                           check=True).stdout.splitlines()[0]
 
 
+def sanitizer_preload(variant):
+    """What a process must preload to load ``variant``'s libraries (Python itself is
+    not instrumented): the sanitizer's runtime, then the C++ runtime, whose
+    exceptions the sanitizer intercepts; None for the checked build, or when the
+    compiler has no such runtime."""
+    names = {"address": ("libasan.so", "libclang_rt.asan-x86_64.so"),
+             "thread": ("libtsan.so", "libclang_rt.tsan-x86_64.so")}.get(variant, ())
+    for name in names:
+        runtime = _library_path(name)
+        if runtime:
+            return [runtime, _library_path("libstdc++.so") or _library_path("libc++.so")]
+    return None
+
+
+def _library_path(name):
+    path = subprocess.run([compiler(), f"-print-file-name={name}"], capture_output=True,
+                          text=True).stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
 def translation_unit(source, name_expressions, type_names):
     """The C++ text of the kernels' unit. ``type_names`` maps storage types the source
     defines (e.g. ``cugn::Half``) to the dtype names the launcher checks against."""

@@ -37,6 +37,18 @@
 #ifdef __SANITIZE_ADDRESS__
 #include <sanitizer/common_interface_defs.h>
 #endif
+#ifdef __SANITIZE_THREAD__
+#include <sanitizer/tsan_interface.h>
+// ThreadSanitizer's dynamic annotations (libtsan defines them).
+extern "C" {
+void AnnotateIgnoreReadsBegin(const char* file, int line);
+void AnnotateIgnoreReadsEnd(const char* file, int line);
+void AnnotateIgnoreWritesBegin(const char* file, int line);
+void AnnotateIgnoreWritesEnd(const char* file, int line);
+void AnnotateIgnoreSyncBegin(const char* file, int line);
+void AnnotateIgnoreSyncEnd(const char* file, int line);
+}
+#endif
 
 namespace cuda_on_cpu {
 
@@ -95,6 +107,32 @@ std::string ranges(const std::vector<int>& ids) {
   return text;
 }
 
+// ThreadSanitizer sees only the ordering CUDA gives: the launcher's own locks
+// and bookkeeping are hidden from it (they order everything, which would hide
+// every race), and each barrier and shuffle orders its participants alone.
+#ifdef __SANITIZE_THREAD__
+struct Unobserved {
+  Unobserved() {
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+  }
+  ~Unobserved() {
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  }
+};
+inline void happens_before(void* sync) { __tsan_release(sync); }
+inline void happens_after(void* sync) { __tsan_acquire(sync); }
+#else
+struct Unobserved {
+  Unobserved() {}
+};
+inline void happens_before(void*) {}
+inline void happens_after(void*) {}
+#endif
+
 struct Options {
   int block_order;   // 0 forward, 1 reversed, 2 shuffled with `seed`
   int thread_order;  // 0 lowest index first, 1 highest first (serial schedule)
@@ -123,6 +161,10 @@ class Engine {
 
  private:
   void fail_locked(const std::string& message);
+  void wait_at_barrier(const char* file, int line);
+  uint64_t wait_at_shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand,
+                           int width, const char* file, int line);
+  bool run_block(uint3 b, Invoke invoke, void (*kernel)(), void** args, const Options& options);
   void prepare(int threads, bool parallel);
   void stop_pool();
   void worker(int id);
@@ -304,6 +346,13 @@ void Engine::started_waiting() {
 }
 
 void Engine::barrier(const char* file, int line) {
+  happens_before(&at_barrier_);  // everything before the barrier, in every thread,
+  wait_at_barrier(file, line);
+  happens_after(&at_barrier_);   // comes before everything after it
+}
+
+void Engine::wait_at_barrier(const char* file, int line) {
+  Unobserved unobserved;
   std::unique_lock<std::mutex> lock(mutex_);
   const int id = current_thread;
   if (aborted_) throw Abort();
@@ -344,6 +393,16 @@ void Engine::barrier(const char* file, int line) {
 
 uint64_t Engine::shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand,
                          int width, const char* file, int line) {
+  PendingShuffle* warp = &warps_[current_thread / 32];
+  happens_before(warp);  // a shuffle orders the lanes of its warp, and only them
+  const uint64_t result = wait_at_shuffle(mask, bits, size, kind, operand, width, file, line);
+  happens_after(warp);
+  return result;
+}
+
+uint64_t Engine::wait_at_shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind,
+                                 int operand, int width, const char* file, int line) {
+  Unobserved unobserved;
   std::unique_lock<std::mutex> lock(mutex_);
   const int id = current_thread;
   if (aborted_) throw Abort();
@@ -419,6 +478,8 @@ uint64_t Engine::shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kin
 }
 
 void Engine::finish(int id) {
+  happens_before(&exited_);  // the launcher sees all a block wrote
+  Unobserved unobserved;
   std::lock_guard<std::mutex> lock(mutex_);
   threads_[id]->state = State::kExited;
   ++exited_;
@@ -500,12 +561,14 @@ void Engine::run_block_parallel(std::unique_lock<std::mutex>& lock) {
 void Engine::worker(int id) {
   for (;;) {
     {
+      Unobserved unobserved;
       std::unique_lock<std::mutex> lock(mutex_);
       threads_[id]->turn.wait(lock, [&] { return shutdown_ || started_[id] < generation_; });
       if (shutdown_) return;
       started_[id] = generation_;
       enter(id);
     }
+    happens_after(&generation_);  // the block sees all the launcher wrote
     run_thread(id);
   }
 }
@@ -531,6 +594,17 @@ std::string Engine::launch(Invoke invoke, void (*kernel)(), void** args, uint3 g
   if (options.block_order == 2) std::shuffle(order.begin(), order.end(), std::mt19937_64(options.seed));
   for (const uint3& b : order) {
     for (const auto& s : shared) std::memset(s.first, 0xff, s.second);  // NaN in every float
+    happens_before(&generation_);
+    if (!run_block(b, invoke, kernel, args, options)) return error_;
+  }
+  return "";
+}
+
+// Runs block `b`; false when it failed.
+bool Engine::run_block(uint3 b, Invoke invoke, void (*kernel)(), void** args,
+                       const Options& options) {
+  {
+    Unobserved unobserved;
     std::unique_lock<std::mutex> lock(mutex_);
     for (auto& t : threads_) t->state = State::kRunning;
     for (auto& w : warps_) w = PendingShuffle();
@@ -548,9 +622,9 @@ std::string Engine::launch(Invoke invoke, void (*kernel)(), void** args, uint3 g
       run_block_serial();
       lock.lock();
     }
-    if (aborted_) return error_;
   }
-  return "";
+  happens_after(&exited_);
+  return !aborted_;
 }
 
 }  // namespace
@@ -609,7 +683,7 @@ std::string thread_name() {
   return "thread " + std::to_string(threadIdx.x) + " (" + std::to_string(current_thread) + ")";
 }
 
-void access(uintptr_t address, size_t size, bool store) {
+[[maybe_unused]] void access(uintptr_t address, size_t size, bool store) {
   if (current_thread < 0 || size == 0) return;  // not a CUDA thread
   const uintptr_t end = address + size;
   const char* kind = store ? "store" : "load";
