@@ -131,6 +131,24 @@ def check_data_parallel_adam():
     _check_training(lambda model: Adam(model.trainable_weights, lr=0.01))
 
 
+def check_uneven_shares():
+    """Shares that differ in size, an empty one included (2 images over 3 ranks): scaling
+    each rank's summed loss by world size / global batch makes the averaged gradient the
+    mean over the whole batch."""
+    rank, size = dist.get_rank(), dist.get_world_size()
+    for batch_size in (7, 2):
+        images, labels = _batch(batch_size)
+        share = np.array_split(np.arange(batch_size), size)[rank]
+        parallel = dist.DataParallel(_model(seed=0))
+        whole = _model(seed=0)
+        loss = softmax_cross_entropy(parallel(images[share]), labels[share], reduction="sum")
+        (loss * (size / batch_size)).backward()
+        softmax_cross_entropy(whole(images), labels).backward()
+        for got, expected in zip(parallel.trainable_weights, whole.trainable_weights):
+            np.testing.assert_allclose(got.grad.numpy(), expected.grad.numpy(), rtol=1e-11,
+                                       atol=1e-14, err_msg=f"batch of {batch_size}: {got.name}")
+
+
 class _Reached(Layer):
     """An identity layer that notes when the backward reaches it."""
 

@@ -31,7 +31,8 @@ from cugn.optim import SGD
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(ROOT, "tests", "distributed_checks.py")
 SPAWN_TIMEOUT_S = 120
-WORLD_CHECKS = ("collectives", "data_parallel_sgd", "data_parallel_adam", "overlap")
+WORLD_CHECKS = ("collectives", "data_parallel_sgd", "data_parallel_adam", "uneven_shares",
+                "overlap")
 
 
 # ------------------------------------------------------------------ spawning worlds
@@ -106,6 +107,10 @@ def test_data_parallel_sgd_gives_the_weights_of_one_process_on_the_whole_batch(w
 
 def test_data_parallel_adam_gives_the_weights_of_one_process_on_the_whole_batch(world):
     _passed(world["data_parallel_adam"])
+
+
+def test_shares_of_different_sizes_give_the_gradient_of_the_whole_batch(world):
+    _passed(world["uneven_shares"])
 
 
 def test_the_first_buckets_reduce_while_the_backward_goes_on(world):
@@ -374,6 +379,13 @@ def test_data_parallel_checks_its_arguments(world_of_one):
     for bad in (0, -1.0, "25", True):
         with pytest.raises(ValueError, match="bucket_cap_mb must be a number above 0"):
             dist.DataParallel(_model(), bucket_cap_mb=bad)
+
+
+def test_a_model_is_wrapped_once(world_of_one):
+    model = _model()
+    dist.DataParallel(model)
+    with pytest.raises(ValueError, match="already reduced by a DataParallel"):
+        dist.DataParallel(model)
 
 
 def test_data_parallel_needs_the_process_group():

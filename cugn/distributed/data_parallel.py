@@ -47,6 +47,11 @@ class DataParallel:
         if not module.built or not module.trainable_weights:
             raise ValueError(f"{module.name} has no trainable weights yet: call it on an input "
                              "(which builds them) before wrapping it in DataParallel")
+        for weight in module.trainable_weights:
+            if any(isinstance(getattr(hook, "__self__", None), GradientReducer)
+                   for hook in weight._post_accumulate_hooks or ()):
+                raise ValueError(f"{module.name}'s weight {weight.name!r} is already reduced "
+                                 "by a DataParallel: wrap a model once")
         world = group()
         _check_same_weights(world, module)
         for weight in module.weights:
