@@ -357,8 +357,18 @@ def test_weights_the_forward_did_not_use_are_left_alone(world_of_one):
     np.testing.assert_array_equal(model.left.grad.numpy(), [4.0, 4.0, 4.0])
     np.testing.assert_array_equal(model.right.grad.numpy(), [4.0, 4.0, 4.0])
     assert model.unused.grad is None
+
+
+def test_an_evaluation_between_forward_and_backward_leaves_the_reduction_armed(world_of_one):
+    model = _model()
+    parallel = dist.DataParallel(model, bucket_cap_mb=1e-6)
+    images = np.ones((2, 6, 6, 1), np.float32)
+    loss = parallel(images).sum()
     with cugn.no_grad():
-        parallel(np.ones((2, 3), np.float32))   # evaluation arms nothing
+        parallel(images)
+    loss.backward()
+    assert parallel.reducer.launched == len(parallel.reducer.buckets) == 6
+    assert parallel.reducer.expected is None     # reduced, and disarmed
 
 
 def test_a_backward_through_part_of_the_output_is_an_error_at_the_next_forward(world_of_one):

@@ -124,15 +124,19 @@ class GradientReducer:
             param.register_post_accumulate_grad_hook(self.grad_ready)
 
     def expect(self, reached):
-        """Arm the reduction for the next backward, of the weights among ``reached``."""
+        """Arm the reduction for the next backward, of the weights among ``reached``. A
+        forward that reached none (under no_grad, as an evaluation between a forward and
+        its backward) changes nothing."""
+        expected = {id(p) for p in self.params if id(p) in reached}
+        if not expected:
+            return
         if self.expected is not None and self.launched:
             missing = [p.name for p in self.params
                        if id(p) in self.expected and id(p) not in self.reported]
             raise RuntimeError(f"the last backward gave no gradient to weights {missing} that "
                                "the forward used; every rank must backward through all of "
                                "the output of each forward")
-        expected = {id(p) for p in self.params if id(p) in reached}
-        self.expected = expected or None  # nothing to reduce (no_grad, a frozen model)
+        self.expected = expected
         self.reported = set()
         self.left = [sum(id(self.params[i]) in expected for i in bucket.indices)
                      for bucket in self.buckets]

@@ -126,10 +126,11 @@ def init_process_group(backend=None, world_size=None):
     ``backend`` says how CUDA arrays are reduced: "nccl" (CuPy's NCCL, checked
     now), "mpi" (MPI for every array; CUDA arrays go through the host), or None:
     NCCL where every rank has it and a CUDA device of its own, MPI otherwise; CPU
-    arrays always go through MPI. ``world_size``, if given, is the number of processes expected:
-    a process that no launcher started is a world of one, and expecting more is
-    an error. In a launched world, an uncaught exception in any rank aborts all of
-    them (MPI_Abort), so that the others fail instead of waiting for it forever.
+    arrays always go through MPI. ``world_size``, if given, is the number of
+    processes expected: a process that no launcher started is a world of one, and
+    expecting more is an error. In a launched world, an uncaught exception in any
+    rank aborts all of them (MPI_Abort), so that the others fail instead of
+    waiting for it forever.
     """
     global _group
     if backend not in (None,) + BACKENDS:
