@@ -195,6 +195,7 @@ def check_nccl():
     import cupy
 
     rank, size = dist.get_rank(), dist.get_world_size()
+    cupy.cuda.Device(dist.get_local_rank()).use()  # before the first CUDA collective
     for dtype in DTYPES:
         everyone = [_rank_array(r, dtype) for r in range(size)]
         summed = dist.all_reduce(cupy.asarray(everyone[rank]))

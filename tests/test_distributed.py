@@ -209,6 +209,21 @@ def test_a_process_no_launcher_started_is_a_world_of_one(world_of_one):
         np.testing.assert_array_equal(dist.broadcast(values.copy(), src=0), values)
 
 
+def test_a_world_of_one_imports_neither_mpi4py_nor_cupy():
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from cugn import distributed as dist\n"
+            "dist.init_process_group()\n"
+            "dist.all_reduce(np.ones(2))\n"
+            "print(sorted(m for m in ('mpi4py', 'cupy') if m in sys.modules))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env, timeout=60).stdout
+    assert out.strip() == "[]"
+
+
 def test_the_group_starts_and_ends_once():
     assert not dist.is_initialized()
     with pytest.raises(RuntimeError, match="init_process_group"):

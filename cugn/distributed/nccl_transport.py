@@ -89,8 +89,11 @@ class NcclTransport:
     def _queue(self, array, collective):
         dtype = self._checked(array)
         pointer = array.data.ptr
-        return launch_after(self.cupy.cuda.get_current_stream(), self.stream, self.cupy.cuda.Event,
+        return launch_after(self.cupy.cuda.get_current_stream(), self.stream, self._event,
                             lambda: collective(pointer, array.size, dtype), array)
+
+    def _event(self):
+        return self.cupy.cuda.Event(disable_timing=True)  # for ordering only
 
     def all_reduce_start(self, array):
         """Queue the in-place sum of the C-contiguous ``array`` over all ranks."""
