@@ -212,6 +212,21 @@ def check_nccl():
         np.testing.assert_allclose(grad, want, rtol=1e-11, atol=1e-14)
 
 
+def check_cuda_over_mpi():
+    """backend="mpi": CUDA arrays staged through the host, the ranks sharing a GPU."""
+    import cupy
+
+    rank, size = dist.get_rank(), dist.get_world_size()
+    for dtype in DTYPES:
+        everyone = [_rank_array(r, dtype) for r in range(size)]
+        values = cupy.asarray(everyone[rank]) * 1   # written by a kernel just before
+        dist.all_reduce(values)
+        np.testing.assert_allclose(values.get(), np.sum(np.stack(everyone).astype(np.float64),
+                                                        axis=0), rtol=1e-6)
+        shared = dist.broadcast(cupy.asarray(everyone[rank]), src=size - 1)
+        np.testing.assert_array_equal(shared.get(), everyone[size - 1])
+
+
 def fail_on_last_rank():
     """The last rank raises; the others wait for it in a collective."""
     if dist.get_rank() == dist.get_world_size() - 1:

@@ -186,6 +186,12 @@ def test_nccl_in_a_world_of_one_orders_its_stream_with_the_computation(rng):
         dist.destroy_process_group()
 
 
+@pytest.mark.gpu
+def test_mpi_reduces_cuda_arrays_through_the_host(tmp_path):
+    results = run_checks(2, tmp_path, ["cuda_over_mpi"], env_update={"CUGN_TEST_BACKEND": "mpi"})
+    _passed(results["cuda_over_mpi"])
+
+
 # ------------------------------------------------------------------ a world of one
 
 
@@ -343,6 +349,7 @@ def test_data_parallel_in_a_world_of_one_is_the_model(world_of_one, rng):
     assert all(a is b for a, b in zip(parallel.weights, model.weights))
     assert parallel.trainable_weights and parallel.losses == model.losses
     assert len(parallel.reducer.buckets) > 1
+    assert len(dist.DataParallel(_model(), bucket_cap_mb=1e-9).reducer.buckets) == 6
     images, labels = rng.random((4, 6, 6, 1)).astype(np.float32), rng.integers(0, 3, 4)
     alone = _model()
     for got, expected in zip(_train(parallel, images, labels), _train(alone, images, labels)):

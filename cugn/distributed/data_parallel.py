@@ -58,7 +58,7 @@ class DataParallel:
             broadcast(weight, src=0)
         self.module = module
         self.reducer = GradientReducer(world, module.trainable_weights,
-                                       int(bucket_cap_mb * _MB))
+                                       max(1, int(bucket_cap_mb * _MB)))
 
     def __call__(self, *args, **kwargs):
         output = self.module(*args, **kwargs)
