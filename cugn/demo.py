@@ -8,7 +8,8 @@ loop on cugn's tape with Adam: forward, cross-entropy plus the weights'
 regularization, backward, step. It runs on the GPU when CuPy and a CUDA device
 are present, else on the CPU, shows a progress bar per epoch, then prints the
 test accuracy and where the time went. Needs the ``[demo]`` extra
-(scikit-learn, tqdm, threadpoolctl).
+(scikit-learn, tqdm, threadpoolctl). Under ``mpiexec -n N`` (the
+``[distributed]`` extra) it trains data-parallel: see ``cugn.demo_parallel``.
 """
 
 import argparse
@@ -17,7 +18,8 @@ import time
 import numpy as np
 
 import cugn
-from cugn import backend, losses
+from cugn import backend
+from cugn.demo_parallel import Replicas
 from cugn.layers import Conv2D, Dense, Flatten, GroupNormalization, MaxPooling2D, Sequential
 from cugn.optim import Adam
 
@@ -105,12 +107,15 @@ def train(epochs=12, batch_size=32, learning_rate=3e-3, seed=0, device=None, pro
 def _train(epochs, batch_size, learning_rate, seed, device, progress):
     from tqdm import tqdm
 
-    device = backend.parse_device(device or default_device())
+    replicas = Replicas()  # one process, or those that mpiexec started
+    device = replicas.device(backend.parse_device(device or default_device()))
     train_x, train_y, test_x, test_y = load_digits(seed)
-    print(f"digits: {len(train_y)} training and {len(test_y)} test images of 8x8, on {device}")
+    replicas.print(f"digits: {len(train_y)} training and {len(test_y)} test images of 8x8, "
+                   f"on {device}{replicas.describe()}")
     train_x, test_x = backend.to_device(train_x, device), backend.to_device(test_x, device)
     model = build_model(seed)
     model(train_x[:1])  # builds the weights on the data's device
+    model = replicas.wrap(model)
     optimizer = Adam(model.trainable_weights, lr=learning_rate)
     timer = PhaseTimer(device)
     rng = np.random.default_rng(seed)
@@ -118,13 +123,14 @@ def _train(epochs, batch_size, learning_rate, seed, device, progress):
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(train_y))
         batches = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch:2d}/{epochs}",
-                       unit="batch", leave=False, disable=not progress)
+                       unit="batch", leave=False, disable=not (progress and replicas.main))
         running = []
         for first in batches:
             batch = order[first:first + batch_size]
+            mine = replicas.share(batch)
             timer.start()
-            logits = model(train_x[backend.to_device(batch, device)], training=True)
-            loss = losses.softmax_cross_entropy(logits, train_y[batch]) + \
+            logits = model(train_x[backend.to_device(mine, device)], training=True)
+            loss = replicas.loss(logits, train_y[mine], len(batch)) + \
                 cugn.regularization_loss(model)
             timer.charge("forward")
             optimizer.zero_grad()
@@ -135,12 +141,15 @@ def _train(epochs, batch_size, learning_rate, seed, device, progress):
             running.append(loss.item())
             batches.set_postfix(loss=f"{np.mean(running[-20:]):.3f}", refresh=False)
         batches.close()
-        print(f"epoch {epoch:2d}/{epochs}  loss {np.mean(running):.4f}")
+        replicas.print(f"epoch {epoch:2d}/{epochs}  loss {replicas.mean(np.mean(running)):.4f}")
     elapsed = time.perf_counter() - start
     test_accuracy = accuracy(model, test_x, test_y)
-    print(f"trained {epochs} epochs in {elapsed:.1f} s; time per phase: {timer.report()}")
-    print("to profile on a GPU host: nsys profile -t cuda,nvtx python -m cugn.demo")
-    print(f"test accuracy: {test_accuracy:.3f}")
+    replicas.print(f"trained {epochs} epochs in {elapsed:.1f} s; time per phase: {timer.report()}")
+    if replicas.parallel:
+        replicas.print(replicas.report(timer.totals["backward"]))
+    replicas.print("to profile on a GPU host: nsys profile -t cuda,nvtx python -m cugn.demo")
+    replicas.print(f"test accuracy: {test_accuracy:.3f}")
+    replicas.close()
     return test_accuracy
 
 

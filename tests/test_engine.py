@@ -345,3 +345,50 @@ def test_a_leaf_hook_runs_once_on_the_summed_gradient():
     other.register_hook(other_calls.append)
     cugn.grad((x * other).sum(), x)                              # but not on other leaves
     assert other_calls == [] and other.grad is None
+
+
+def test_a_leaf_gradient_is_delivered_as_soon_as_it_is_complete():
+    # w2 is used by the last op only: its hooks run before the backward reaches the first
+    # op, whose output hook marks that point; w1, used by the first op, comes after.
+    x = cugn.tensor([0.5, -1.0], dtype=np.float64)
+    w1 = cugn.tensor([2.0, 3.0], dtype=np.float64, requires_grad=True)
+    w2 = cugn.tensor([4.0, 5.0], dtype=np.float64, requires_grad=True)
+    events = []
+    first = x * w1
+    first.register_hook(lambda g: events.append("first op's output"))
+    w1.register_post_accumulate_grad_hook(lambda t: events.append("w1"))
+    w2.register_hook(lambda g: events.append("w2 hook"))
+    w2.register_post_accumulate_grad_hook(lambda t: events.append("w2 accumulated"))
+    (first.tanh() * w2).sum().backward()
+    assert events == ["w2 hook", "w2 accumulated", "first op's output", "w1"]
+
+
+def test_post_accumulate_hooks_see_the_complete_gradient_once():
+    x = cugn.tensor([0.5, -1.0], dtype=np.float64)
+    w = cugn.tensor([2.0, 3.0], dtype=np.float64, requires_grad=True)
+    seen = []
+    handle = w.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.numpy().copy()))
+
+    def loss():  # w feeds the last op and, through a longer path, the first one
+        return (w * (w * x).tanh()).sum()
+
+    w_, x_ = w.numpy(), x.numpy()
+    expected = np.tanh(w_ * x_) + w_ * x_ * (1 - np.tanh(w_ * x_) ** 2)
+    loss().backward()
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], expected, rtol=1e-14)
+    loss().backward()                                   # accumulated: the hook sees the sum
+    np.testing.assert_allclose(seen[1], 2 * expected, rtol=1e-14)
+    cugn.grad(loss(), w)                                # grad() does not accumulate
+    assert len(seen) == 2
+    handle.remove()
+    loss().backward()
+    assert len(seen) == 2
+
+
+def test_post_accumulate_hooks_need_a_leaf_that_requires_grad():
+    x = cugn.tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf tensor"):
+        (x * 2).register_post_accumulate_grad_hook(print)
+    with pytest.raises(RuntimeError, match="leaf tensor"):
+        cugn.tensor([1.0]).register_post_accumulate_grad_hook(print)

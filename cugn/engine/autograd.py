@@ -2,7 +2,11 @@
 
 The walk is iterative (a topological order by Kahn's algorithm), so graphs of
 any depth work. ``backward`` accumulates into the leaves' ``.grad``; ``grad``
-returns the gradients of chosen inputs and touches no ``.grad``.
+returns the gradients of chosen inputs and touches no ``.grad``. A leaf's
+gradient is delivered (its hooks run, then it is accumulated, then its
+post-accumulate hooks run) as soon as the last node that feeds it has run, not
+at the end of the walk: data-parallel training starts reducing the gradients
+of the last layers while the backward of the first ones is still to come.
 """
 
 from .. import backend
@@ -96,12 +100,15 @@ def _run(roots, seeds, retain_graph, create_graph, inputs):
                 walk.add_to_buffer(root.grad_fn, root._output_index, seed)
         order = _topological_order({root.grad_fn for root in roots if root.grad_fn is not None})
         runnable = walk.nodes_that_reach_inputs(order)
+        walk.count_leaf_edges(order)
         for node in order:
             buffer = walk.buffers.pop(node, None)
             if buffer is None:
+                walk.node_done(node)
                 continue
             grad_outputs = walk.finish_output_grads(node, buffer)
             if runnable is not None and node not in runnable:
+                walk.node_done(node)
                 continue
             profiled = nvtx.flag.on  # a group_norm.backward range per node when on
             if profiled:
@@ -121,6 +128,7 @@ def _run(roots, seeds, retain_graph, create_graph, inputs):
                     walk.deliver_to_leaf(edge.leaf, value)
                 else:
                     walk.add_to_buffer(edge.node, edge.index, value)
+            walk.node_done(node)
         walk.finish_leaves()
         return walk.captured
 
@@ -166,6 +174,7 @@ class _Walk:
         self.leaf_targets = {}
         self.node_targets = {}
         self.leaf_sums = {}  # id(leaf) -> [leaf, summed gradient], in order of arrival
+        self.edges_left = {}  # id(leaf) -> nodes of the walk still to run with an edge to it
         for position, tensor in enumerate(inputs or ()):
             if tensor.grad_fn is None:
                 self.leaf_targets.setdefault(id(tensor), []).append(position)
@@ -204,21 +213,48 @@ class _Walk:
         else:
             pending[1] = pending[1] + value
 
+    def count_leaf_edges(self, order):
+        """Count, per leaf, the edges that nodes of the walk have to it."""
+        for node in order:
+            for edge in node.edges:
+                if edge is not None and edge.leaf is not None:
+                    key = id(edge.leaf)
+                    self.edges_left[key] = self.edges_left.get(key, 0) + 1
+
+    def node_done(self, node):
+        """``node`` has run (or was passed over): a leaf it was the last to feed is complete."""
+        for edge in node.edges:
+            if edge is None or edge.leaf is None:
+                continue
+            key = id(edge.leaf)
+            self.edges_left[key] -= 1
+            if self.edges_left[key] == 0:
+                pending = self.leaf_sums.pop(key, None)
+                if pending is not None:
+                    self._finish_leaf(*pending)
+
     def finish_leaves(self):
-        """Run each leaf's hooks once, on its summed gradient (as PyTorch does), then
-        capture it or accumulate it into ``.grad``."""
+        """Finish the leaves still pending at the end of the walk (roots that are leaves)."""
         for leaf, value in self.leaf_sums.values():
-            value = _run_hooks(leaf._hooks, value)
-            if self.capturing:
-                for position in self.leaf_targets.get(id(leaf), ()):
-                    self._capture(position, value)
-            elif leaf.grad is not None:
-                leaf.grad = leaf.grad + value
-            elif self.create_graph:
-                leaf.grad = value
-            else:
-                leaf.grad = Tensor(self._own_array(value.data))
+            self._finish_leaf(leaf, value)
         self.leaf_sums.clear()
+
+    def _finish_leaf(self, leaf, value):
+        """Run the leaf's hooks once, on its summed gradient (as PyTorch does), then
+        capture it, or accumulate it into ``.grad`` and run the post-accumulate hooks."""
+        value = _run_hooks(leaf._hooks, value)
+        if self.capturing:
+            for position in self.leaf_targets.get(id(leaf), ()):
+                self._capture(position, value)
+            return
+        if leaf.grad is not None:
+            leaf.grad = leaf.grad + value
+        elif self.create_graph:
+            leaf.grad = value
+        else:
+            leaf.grad = Tensor(self._own_array(value.data))
+        for hook in leaf._post_accumulate_hooks or ():
+            hook(leaf)
 
     def _own_array(self, array):
         """``array``, or a copy of it where it may not become a .grad as it is: memory

@@ -16,7 +16,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "grad_fn", "_output_index", "_requires_grad", "_hooks",
-                 "__weakref__")
+                 "_post_accumulate_hooks", "__weakref__")
     # NumPy and CuPy arrays hand binary operators over to Tensor's reflected methods.
     __array_ufunc__ = None
     __array_priority__ = 1000
@@ -31,6 +31,7 @@ class Tensor:
         self.grad_fn = None
         self._output_index = 0
         self._hooks = None
+        self._post_accumulate_hooks = None
         self._requires_grad = False
         if requires_grad:
             self.requires_grad = True
@@ -207,6 +208,18 @@ class Tensor:
             return _HookHandle(self._hooks, hook)
         self.grad_fn.add_output_hook(self._output_index, hook)
         return _HookHandle(self.grad_fn.output_hooks[self._output_index], hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """On a leaf: call ``hook(tensor)`` in ``backward()`` once this Tensor's ``.grad``
+        holds its complete gradient, while the backward of the rest of the graph may
+        still be running (``grad()`` does not call it). Returns a handle with ``remove()``."""
+        if not self.requires_grad or self.grad_fn is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook() needs a leaf tensor "
+                               "that requires grad")
+        if self._post_accumulate_hooks is None:
+            self._post_accumulate_hooks = []
+        self._post_accumulate_hooks.append(hook)
+        return _HookHandle(self._post_accumulate_hooks, hook)
 
     # ------------------------------------------------------------- operators
     def __add__(self, other):

@@ -1,6 +1,6 @@
 """NVTX ranges for cugn: what Nsight Systems and Nsight Compute show by name.
 
-Every range is pushed in one NVTX domain, ``cugn``, under one of five
+Every range is pushed in one NVTX domain, ``cugn``, under one of six
 categories::
 
     op         group_norm.forward                     (every Function.apply)
@@ -8,6 +8,7 @@ categories::
     backward   autograd.backward, group_norm.backward (the walk, and each node)
     kernel     kernel:group_norm_forward_apply<float16, 8>  (each kernel launch)
     optimizer  Adam.step                              (``range(..., "optimizer")``)
+    comm       allreduce.bucket, broadcast            (cugn.distributed's collectives)
 
 Ranges are on by default exactly when a profiler has injected itself, which
 Nsight tools announce with ``NVTX_INJECTION64_PATH``; ``CUGN_NVTX=1`` or
@@ -46,11 +47,11 @@ import warnings
 
 DOMAIN = "cugn"
 # Registered in this order when the domain is first used, so the category ids
-# (1..5) are the same in every process.
-CATEGORIES = ("op", "layer", "backward", "kernel", "optimizer")
+# (1..6) are the same in every process.
+CATEGORIES = ("op", "layer", "backward", "kernel", "optimizer", "comm")
 # ARGB colours per category in the timeline.
 _COLORS = {"op": 0xFF4C8BF5, "layer": 0xFF34A853, "backward": 0xFFEA4335,
-           "kernel": 0xFFFBBC05, "optimizer": 0xFF9C27B0}
+           "kernel": 0xFFFBBC05, "optimizer": 0xFF9C27B0, "comm": 0xFF00ACC1}
 _ON_WORDS = {"1": True, "true": True, "on": True, "yes": True,
              "0": False, "false": False, "off": False, "no": False}
 
