@@ -88,6 +88,7 @@ def _gradients(ctx, dy, kernel_backward):
 
 
 class _EagerGroupNorm(torch.autograd.Function):
+    # y alone is the output: a Function with more outputs costs more per call.
     @staticmethod
     def forward(ctx, x, weight, bias, num_groups, eps):
         y, mean, rstd = forward(x, weight, bias, num_groups, eps)
