@@ -32,12 +32,12 @@ def _randomise_weights(*modules, seed=0):
                     parameter.copy_(_random(parameter.shape, seed=seed + index))
 
 
-def _reference(module, x, dy, weight_dtype=torch.float64):
+def _reference(module, x, dy):
     """torch.nn.GroupNorm in float64 on the same (rounded) values as ``module``'s: the
     output and the gradients of x, weight and bias (None where there is none)."""
     reference = torch.nn.GroupNorm(module.num_groups, module.num_channels, module.eps,
                                    module.affine, bias=module.bias is not None,
-                                   dtype=weight_dtype)
+                                   dtype=torch.float64)
     with torch.no_grad():
         for mine, theirs in ((module.weight, reference.weight), (module.bias, reference.bias)):
             if mine is not None:
@@ -251,6 +251,16 @@ def test_channels_last_of_a_rank_three_input():
     y = module(x)
     assert y.stride() == x.stride()
     _check_against_reference(module, x, _random(x.shape, torch.float64, seed=14), 1e-12)
+
+
+def test_meta_tensors_give_shapes_strides_and_gradients_without_running():
+    module = GroupNorm(2, 4, device="meta")
+    x = torch.empty(2, 4, 5, 6, device="meta").to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = module(x)
+    assert y.is_meta and y.shape == x.shape and y.stride() == x.stride()
+    y.sum().backward()
+    assert x.grad.is_meta and x.grad.stride() == x.stride() and module.weight.grad.is_meta
 
 
 # ------------------------------------------------------------------ gradients
@@ -529,7 +539,7 @@ def test_cuda_matches_torch_group_norm(dtype, memory_format):
     if memory_format == torch.channels_last:
         assert y.is_contiguous(memory_format=torch.channels_last)
     y.backward(dy)
-    expected = _reference(module.cpu(), x.detach().cpu(), dy.cpu())
+    expected = _reference(module.cpu(), x.detach().cpu(), dy.cpu())  # moves the gradients too
     tolerance = max(_TOLERANCE[dtype], 1e-6)
     torch.testing.assert_close(y.detach().cpu().double(), expected[0], rtol=tolerance,
                                atol=tolerance)

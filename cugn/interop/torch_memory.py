@@ -79,7 +79,7 @@ def as_array(tensor):
 
 def as_tensor(array):
     """A NumPy or CuPy array as a torch tensor on the same memory (zero copy)."""
-    if array.dtype.kind == "V":  # ml_dtypes' bfloat16 (NumPy's kind for its own types)
+    if array.dtype.kind == "V":  # ml_dtypes' bfloat16: NumPy files dtypes it lacks as void
         return torch.from_dlpack(array.view(np.int16)).view(torch.bfloat16)
     return torch.from_dlpack(array)
 

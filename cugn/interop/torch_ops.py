@@ -27,10 +27,10 @@ from . import torch_memory as memory
 
 
 def group_norm(x, weight, bias, num_groups, eps):
-    """y: the op under ``torch.compile``/``torch.export`` or on traced (fake) tensors;
-    in eager mode the same kernels and formulas through an ``autograd.Function``,
-    which costs a fraction of a custom op's dispatch."""
-    if torch.compiler.is_compiling() or type(x) is not torch.Tensor:
+    """y: the op under ``torch.compile``/``torch.export``, on traced (fake) tensors and
+    on the meta device; in eager mode the same kernels and formulas through an
+    ``autograd.Function``, which costs a fraction of a custom op's dispatch."""
+    if torch.compiler.is_compiling() or type(x) is not torch.Tensor or x.is_meta:
         return torch.ops.cugn.group_norm(x, weight, bias, num_groups, eps)[0]
     return _EagerGroupNorm.apply(x, weight, bias, num_groups, eps)
 
