@@ -1,128 +1,147 @@
-"""``GroupNorm``: a ``torch.nn.Module`` that runs cugn's group normalization.
+"""``GroupNorm`` and ``group_norm``: cugn's group normalization for PyTorch.
 
-A drop-in for ``torch.nn.GroupNorm`` (same constructor, channels-first inputs
-``(N, C, *)``, same numbers). The work is a ``torch.autograd.Function`` whose
-forward and backward call cugn's array-level kernels (``cugn.kernels``) on
-torch's own memory, shared through DLPack without a copy: NumPy for CPU
-tensors, CuPy for CUDA tensors, where the kernels are queued on torch's
-current stream so that they are ordered with the surrounding torch work.
+Drop-ins for ``torch.nn.GroupNorm`` and ``torch.nn.functional.group_norm``
+(same arguments, channels-first inputs ``(N, C, *)``, same numbers) that run
+cugn's NumPy kernels for CPU tensors, its CUDA kernels for CUDA tensors, on
+torch's memory without a copy (``torch_ops``). Under ``torch.compile`` and
+``torch.export`` they are the ``torch.ops.cugn.group_norm`` operator, traced as
+one node (``fullgraph=True`` works); in eager mode an ``autograd.Function`` over
+the same kernels.
 """
 
-import contextlib
+import math
+import numbers
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .. import kernels
-from ..kernels.layout import GroupLayout
+from . import torch_ops
 
-# float16 is computed in float32 (and its weights may be float32, as under mixed
-# precision); bfloat16 has no NumPy or CuPy array type to share memory with.
-_DTYPES = (torch.float16, torch.float32, torch.float64)
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
 
-
-def _as_array(tensor):
-    """The memory of a torch tensor as a NumPy or CuPy array (zero copy)."""
-    tensor = tensor.detach().contiguous()
-    if tensor.is_cuda:
-        import cupy
-
-        return cupy.from_dlpack(tensor)
-    return np.from_dlpack(tensor)
+# Applied after the normalization with torch operations: not fused into the kernels.
+# gelu is Keras's default, the exact form (approximate=False).
+_ACTIVATIONS = {
+    "silu": F.silu, "swish": F.silu, "relu": F.relu,
+    "gelu": lambda y: F.gelu(y, approximate="none"),
+}
 
 
-def _as_torch(array):
-    return torch.from_dlpack(array)
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):  # noqa: A002 - torch's name
+    """``torch.nn.functional.group_norm`` computed by cugn.
 
-
-@contextlib.contextmanager
-def _torch_stream(tensor):
-    """Queue CuPy's work on torch's current stream of ``tensor``'s device."""
-    if not tensor.is_cuda:
-        yield
-        return
-    import cupy
-
-    with cupy.cuda.Device(tensor.device.index), \
-            cupy.cuda.ExternalStream(torch.cuda.current_stream(tensor.device).cuda_stream):
-        yield
-
-
-class GroupNormFunction(torch.autograd.Function):
-    """group_norm(x, weight, bias, num_groups, eps) on torch tensors, with cugn's kernels."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, num_groups, eps):
-        layout = GroupLayout(tuple(x.shape), (1,), num_groups)
-        with _torch_stream(x):
-            x_array = _as_array(x)
-            gamma = None if weight is None else _as_array(weight)
-            beta = None if bias is None else _as_array(bias)
-            y, mean, rstd = kernels.forward(x_array, gamma, beta, layout, eps)
-        ctx.layout = layout
-        ctx.save_for_backward(x, weight, _as_torch(mean), _as_torch(rstd))
-        return _as_torch(y)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy):
-        x, weight, mean, rstd = ctx.saved_tensors
-        with _torch_stream(x):
-            dx, dgamma, dbeta = kernels.backward(
-                _as_array(x), _as_array(dy), None if weight is None else _as_array(weight),
-                _as_array(mean), _as_array(rstd), ctx.layout)
-        needs = ctx.needs_input_grad
-        # dgamma and dbeta come in the compute dtype; torch wants the weights' own.
-        return (_as_torch(dx) if needs[0] else None,
-                _as_torch(dgamma).to(weight.dtype) if needs[1] else None,
-                _as_torch(dbeta).to(weight.dtype) if needs[2] else None, None, None)
+    float16 and bfloat16 inputs are computed in float32 and may have weights in
+    their own dtype or in float32; float32 and float64 inputs take weights of their
+    dtype. The output has the input's dtype and, when the input is channels-last
+    (``torch.channels_last``, ``torch.channels_last_3d``), its memory format.
+    """
+    _check_input(input)
+    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or \
+            num_groups <= 0:
+        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+    if input.shape[1] % num_groups:
+        raise ValueError(f"the input's channels ({input.shape[1]}, shape "
+                         f"{tuple(input.shape)}) must be divisible by num_groups ({num_groups})")
+    _check_weight("weight", weight, input)
+    _check_weight("bias", bias, input)
+    return torch_ops.group_norm(input, weight, bias, int(num_groups), _check_eps(eps))
 
 
 class GroupNorm(torch.nn.Module):
-    """``torch.nn.GroupNorm(num_groups, num_channels, eps=1e-5, affine=True)``, computed
-    by cugn: inputs are ``(N, C, *)`` with C = ``num_channels``."""
+    """``torch.nn.GroupNorm(num_groups, num_channels, eps=1e-5, affine=True, device=None,
+    dtype=None, *, bias=True)`` computed by cugn: inputs are ``(N, C, *)`` with C =
+    ``num_channels``.
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None):
+    ``activation`` (None, ``"silu"``/``"swish"``, ``"relu"`` or ``"gelu"``, the exact
+    gelu as Keras's default) is applied to the output with torch operations: it is not
+    fused into the kernels.
+    """
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None,
+                 *, bias=True, activation=None):
         super().__init__()
         for name, value in (("num_groups", num_groups), ("num_channels", num_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
                              f"({num_groups})")
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
-            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
-        self.num_groups = num_groups
-        self.num_channels = num_channels
-        self.eps = float(eps)
+        if activation is not None and activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be None or one of {sorted(_ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        self.num_groups = int(num_groups)
+        self.num_channels = int(num_channels)
+        self.eps = _check_eps(eps)
         self.affine = bool(affine)
+        self.activation = activation
+        options = {"device": device, "dtype": dtype}
         if self.affine:
-            options = {"device": device, "dtype": dtype}
-            self.weight = torch.nn.Parameter(torch.ones(num_channels, **options))
-            self.bias = torch.nn.Parameter(torch.zeros(num_channels, **options))
+            self.weight = torch.nn.Parameter(torch.empty(self.num_channels, **options))
+            if bias:
+                self.bias = torch.nn.Parameter(torch.empty(self.num_channels, **options))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
+        self.reset_parameters()
 
     def reset_parameters(self):
-        if self.affine:
+        if self.weight is not None:
             torch.nn.init.ones_(self.weight)
+        if self.bias is not None:
             torch.nn.init.zeros_(self.bias)
 
     def forward(self, input):  # noqa: A002 - torch.nn.Module's argument name
-        if input.dim() < 2 or input.shape[1] != self.num_channels:
+        _check_input(input)
+        if input.shape[1] != self.num_channels:
             raise ValueError(f"expected an input of shape (N, {self.num_channels}, *), "
                              f"got {tuple(input.shape)}")
-        if input.dtype not in _DTYPES:
-            raise TypeError(f"cugn's GroupNorm takes float16, float32 or float64 tensors, "
-                            f"got {input.dtype}")
-        if self.affine:
-            mixed = input.dtype == torch.float16 and self.weight.dtype == torch.float32
-            if (self.weight.dtype != input.dtype and not mixed) or \
-                    self.weight.device != input.device:
-                raise ValueError(f"weight is {self.weight.dtype} on {self.weight.device} but "
-                                 f"the input is {input.dtype} on {input.device}")
-        return GroupNormFunction.apply(input, self.weight, self.bias, self.num_groups, self.eps)
+        y = group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        return y if self.activation is None else _ACTIVATIONS[self.activation](y)
 
     def extra_repr(self):
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        text = (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
+                f"affine={self.affine}, bias={self.bias is not None}")
+        return text if self.activation is None else f"{text}, activation={self.activation!r}"
+
+
+def _check_input(input):  # noqa: A002
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if input.dim() < 2:
+        raise ValueError(f"input must have shape (N, C, *), got shape {tuple(input.shape)}")
+    if input.dtype not in _DTYPES:
+        raise TypeError(f"cugn's GroupNorm takes float16, bfloat16, float32 or float64 "
+                        f"tensors, got {input.dtype}")
+    if input.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"cugn's GroupNorm runs on CPU and CUDA tensors, got one on "
+                         f"{input.device}")
+    if input.dtype == torch.bfloat16 and input.device.type == "cuda":
+        raise TypeError("bfloat16 inputs on CUDA are not supported by cugn's GroupNorm yet "
+                        "(its CUDA kernels store float16, float32 and float64); use float16 "
+                        "on CUDA, or bfloat16 on the CPU")
+
+
+def _check_weight(name, weight, input):  # noqa: A002
+    if weight is None:
+        return
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(weight).__name__}")
+    if tuple(weight.shape) != (input.shape[1],):
+        raise ValueError(f"{name} must have shape ({input.shape[1]},) for an input of shape "
+                         f"{tuple(input.shape)}, got {tuple(weight.shape)}")
+    allowed = (input.dtype, torch.float32) if input.dtype in _HALF else (input.dtype,)
+    if weight.dtype not in allowed or weight.device != input.device:
+        expected = " or ".join(str(d) for d in allowed)
+        raise ValueError(f"{name} is {weight.dtype} on {weight.device} but the input is "
+                         f"{input.dtype} on {input.device}: {name} must be {expected} on "
+                         f"{input.device}")
+
+
+def _check_eps(eps):
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (
+            0 <= eps < math.inf):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    return float(eps)
