@@ -16,6 +16,7 @@ import pytest
 import cugn
 from cugn.functions.normalization import check_axis, feature_axes, resolve_groups
 from cugn.kernels import GroupLayout, group_norm_numpy
+from kernel_cases import CASES as SHARED_CASES
 
 gpu = pytest.mark.gpu
 
@@ -131,6 +132,10 @@ HUGE_CASES = [
     ((1, 4096, 4096), 1, 1),       # one group of 16M values: split segment units
     ((1, 4096, 4096), -1, 1),      # the same channels-last: segments of 4096 channels
 ]
+
+
+# The cases the kernels run on the CPU too (tests/test_cuda_on_cpu.py).
+CASES += [case for case in SHARED_CASES if case not in CASES]
 
 
 @gpu

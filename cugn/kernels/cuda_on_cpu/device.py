@@ -81,6 +81,11 @@ class Device:
 
     def __init__(self, sm_count=4, blocks_per_sm=2, schedule=Schedule(), variant="checked",
                  source=None):
+        if variant not in build.VARIANTS:
+            raise ValueError(f"variant must be one of {build.VARIANTS}, got {variant!r}")
+        if variant == "thread" and not schedule.parallel:
+            # ThreadSanitizer follows host threads, not the serial schedule's fibers.
+            raise ValueError("the thread variant needs Schedule(parallel=True)")
         self.sm_count = sm_count
         self.blocks_per_sm = blocks_per_sm
         self.schedule = schedule
@@ -206,7 +211,7 @@ class Device:
                  for name in ("cupy", "_kernels", "_sm_count", "_blocks_per_sm")}
         saved_kernels = cuda_loader.kernels
         group_norm_cuda.cupy = self.cupy
-        group_norm_cuda._kernels = group_norm_cuda._Kernels  # uncached: one device per block
+        group_norm_cuda._kernels = group_norm_cuda._Kernels  # uncached: this device's kernels
         group_norm_cuda._sm_count = lambda device_id: self.sm_count
         group_norm_cuda._blocks_per_sm = lambda device_id, configuration: self.blocks_per_sm
         cuda_loader.kernels = lambda configuration, device_id: self.kernels(configuration)

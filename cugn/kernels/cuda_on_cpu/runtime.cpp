@@ -1,12 +1,14 @@
 // The launcher of CUDA kernels built for the host (see runtime.h): a grid runs
-// block by block, each block on a pool of host threads, one per CUDA thread.
+// block by block, one host execution context per CUDA thread.
 //
-// Two schedules. Serial (the default): one thread of the block runs at a time,
-// the one first in the thread order (lowest index first, or highest) among
-// those not waiting, and it runs until it waits or exits, so every run is
-// deterministic and a value read before a barrier that should have ordered it
-// shows as the NaN the shared memory was filled with. Parallel: every thread
-// runs at once, for ThreadSanitizer to watch.
+// Two schedules. Serial (the default): the block's threads are fibers on the
+// launching thread and one runs at a time, the first in the thread order
+// (lowest index first, or highest) among those not waiting, until it waits or
+// exits; every run is deterministic, and a value read before the barrier that
+// should have ordered it shows as the NaN the shared memory was filled with.
+// Parallel: one host thread per CUDA thread, all running at once, for
+// ThreadSanitizer, which then sees only the ordering that barriers and
+// shuffles give.
 //
 // The rules of bar.sync and shfl.sync are enforced, not assumed: a barrier or
 // a shuffle that some threads skip, that threads reach at different lines, or
