@@ -7,7 +7,6 @@ spawn is bounded in time and runs on this host only. The rest runs in this
 process, as a world of one, which needs no MPI.
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -27,6 +26,8 @@ from cugn.distributed.buckets import plan_buckets
 from cugn.layers import Conv2D, Dense, Flatten, GroupNormalization, Layer, Sequential
 from cugn.losses import softmax_cross_entropy
 from cugn.optim import SGD
+
+import nvtx_recorder_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(ROOT, "tests", "distributed_checks.py")
@@ -565,14 +566,6 @@ def test_the_sampler_checks_its_arguments():
 # ------------------------------------------------------------------ NVTX
 
 
-def _load_recorder():
-    spec = importlib.util.spec_from_file_location(
-        "nvtx_recorder", os.path.join(ROOT, "profiling", "nvtx_recorder.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 BUCKETS_WORKLOAD = textwrap.dedent("""
     import numpy as np
     import cugn
@@ -588,7 +581,7 @@ BUCKETS_WORKLOAD = textwrap.dedent("""
 
 
 def test_profilers_see_each_bucket_inside_the_backward(tmp_path):
-    recorder = _load_recorder()
+    recorder = nvtx_recorder_script.load()
     try:
         library = recorder.build(str(tmp_path))
     except recorder.RecorderUnavailable as error:

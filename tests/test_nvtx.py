@@ -6,7 +6,6 @@ through NVTX_INJECTION64_PATH, exactly as Nsight tools inject themselves, and
 checks the ranges it recorded.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,18 +19,11 @@ from cugn.functions.normalization import GroupNorm
 from cugn.functions.reduction import LogSoftmax
 from cugn.profiling import nvtx
 
+import nvtx_recorder_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _load_recorder():
-    spec = importlib.util.spec_from_file_location(
-        "nvtx_recorder", os.path.join(ROOT, "profiling", "nvtx_recorder.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-recorder = _load_recorder()
+recorder = nvtx_recorder_script.load()
 
 
 # ---------------------------------------------------------------- the switch
