@@ -498,3 +498,58 @@ def test_a_deadlock_is_reported_not_hung():
                      "  if (warp < 4) __syncthreads();")
     with pytest.raises(KernelError, match="exited while threads 0-127 wait at __syncthreads"):
         run_planted(source, *BLOCK_TIER)
+
+
+# ------------------------------------------------------------------ the shuffle rules themselves
+
+SHUFFLES = """
+namespace cugn {
+__global__ void shuffles(const int* __restrict__ in, int* __restrict__ out, unsigned mask,
+                         int delta, int width) {
+  const int v = in[threadIdx.x];
+  if (mask >> (threadIdx.x % 32) & 1u) {
+    out[threadIdx.x] = __shfl_down_sync(mask, v, unsigned(delta), width);
+    out[blockDim.x + threadIdx.x] = __shfl_xor_sync(mask, v, delta, width);
+  }
+}
+}  // namespace cugn
+"""
+
+
+def run_shuffles(mask, delta, width, threads=64):
+    from cugn.kernels.cuda_on_cpu import build, library
+
+    path = build.build(SHUFFLES, ["cugn::shuffles"], {}, (), VARIANT)
+    kernel = library.Library(path, SHUFFLES).kernels["cugn::shuffles"]
+    device = make_device()
+    values = device.asarray(np.arange(100, 100 + threads, dtype=np.int32))
+    out = device.zeros(2 * threads, np.int32)
+    device.launch(kernel, (1,), (threads,), (values, out, np.uint32(mask), np.int32(delta),
+                                              np.int32(width)))
+    return np.array(out[:threads]) - 100, np.array(out[threads:]) - 100
+
+
+@pytest.mark.parametrize("width", [32, 16, 4, 1])
+@pytest.mark.parametrize("delta", [1, 2, 5, 16])
+def test_shuffles_follow_the_ptx_lane_rules(width, delta):
+    # A source lane past the end of the caller's segment of `width` lanes gives the
+    # caller its own value (CUDA's __shfl_down_sync and __shfl_xor_sync).
+    down, xor = run_shuffles(0xFFFFFFFF, delta, width)
+    lane, warp = np.arange(64) % 32, np.arange(64) // 32 * 32
+    end = (lane & ~(width - 1)) + width  # one past the caller's segment
+    np.testing.assert_array_equal(down, warp + np.where(lane + delta < end, lane + delta, lane))
+    np.testing.assert_array_equal(xor, warp + np.where(lane ^ delta < end, lane ^ delta, lane))
+
+
+def test_a_shuffle_among_the_lanes_of_its_mask():
+    down, xor = run_shuffles(0x0000FFFF, 1, 16)
+    lane = np.arange(64)
+    active = lane % 32 < 16
+    np.testing.assert_array_equal(xor[active], (lane ^ 1)[active])
+    np.testing.assert_array_equal(down[active], np.where(lane % 16 == 15, lane, lane + 1)[active])
+
+
+def test_a_shuffle_reading_a_lane_outside_its_mask_fails():
+    with pytest.raises(KernelError, match="lane 0 of warp 0 reads lane 16 .* which the mask "
+                                          "leaves out"):
+        run_shuffles(0x0000FFFF, 16, 32)
