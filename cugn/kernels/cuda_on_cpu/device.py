@@ -48,9 +48,11 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Traffic:
-    """The bytes one launch read and wrote in one allocation, passed as ``parameters``."""
+    """The bytes one launch read and wrote in one allocation (at ``address``, of
+    ``nbytes``), passed as ``parameters``."""
 
     parameters: tuple
+    address: int
     nbytes: int
     read: int
     written: int
@@ -180,7 +182,7 @@ class Device:
                 raise library.KernelError(
                     f"{kernel.name_expression}: wrote outside an allocation of "
                     f"{allocation.nbytes} bytes ({', '.join(names)}), at byte {offset}")
-        traffic = tuple(Traffic(passed.get(id(a), ()), a.nbytes, r, w)
+        traffic = tuple(Traffic(passed.get(id(a), ()), a.begin, a.nbytes, r, w)
                         for a, r, w in zip(live, read, written) if r or w)
         self.launches.append(Launch(kernel.name, kernel.name_expression, grid, block, traffic))
 
