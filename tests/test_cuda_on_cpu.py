@@ -15,6 +15,7 @@ sanitizer runs set it. CUGN_SWEEP_SEED fixes the random sweep's seed.
 import os
 import time
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.cuda_on_cpu
 VARIANT = os.environ.get("CUGN_CUDA_ON_CPU_VARIANT", "checked")
 # ThreadSanitizer watches threads that run at once; the other builds run one at a time.
 SCHEDULE = Schedule(parallel=VARIANT == "thread")
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def make_device(**kwargs):
@@ -78,12 +80,20 @@ def on_device(device, host, offset=0):
 
 
 def run_cuda(device, layout, x, dy, gamma, beta, epsilon, offset=0):
-    """y, mean, rstd, dx, dgamma, dbeta of the CUDA path on ``device``, as host arrays."""
+    """y, mean, rstd, dx, dgamma, dbeta of the CUDA path on ``device``, as host arrays.
+    bfloat16 goes as 16-bit words, as CuPy arrays on a GPU must hold it."""
+    words = x.dtype == BFLOAT16
+    storage = {"storage": "bfloat16"} if words else {}
+    as_words = (lambda a: a.view(np.uint16)) if words else (lambda a: a)  # noqa: E731
     with device.installed():
         put = lambda a: on_device(device, a, offset)  # noqa: E731
-        y, mean, rstd = group_norm_cuda.forward(put(x), put(gamma), put(beta), layout, epsilon)
-        grads = group_norm_cuda.backward(put(x), put(dy), put(gamma), mean, rstd, layout)
-    return [np.array(a) for a in (y, mean, rstd, *grads)]
+        y, mean, rstd = group_norm_cuda.forward(put(as_words(x)), put(gamma), put(beta), layout,
+                                                epsilon, **storage)
+        dx, dgamma, dbeta = group_norm_cuda.backward(put(as_words(x)), put(as_words(dy)),
+                                                     put(gamma), mean, rstd, layout, **storage)
+    if words:
+        y, dx = y.view(BFLOAT16), dx.view(BFLOAT16)
+    return [np.array(a) for a in (y, mean, rstd, dx, dgamma, dbeta)]
 
 
 def run_reference(layout, x, dy, gamma, beta, epsilon):
@@ -100,7 +110,7 @@ def tolerance(dtype, count):
     ulp, twice over: the input to the statistics and the output), and a
     random-walk bound of accumulation errors in the compute type."""
     compute = np.float64 if dtype == np.float64 else np.float32
-    return 2 * float(np.finfo(dtype).eps) + 8 * float(np.finfo(compute).eps) * np.sqrt(count)
+    return 2 * float(ml_dtypes.finfo(dtype).eps) + 8 * float(np.finfo(compute).eps) * np.sqrt(count)
 
 
 NAMES = ("y", "mean", "rstd", "dx", "dgamma", "dbeta")
@@ -153,7 +163,7 @@ def plan_of(shape, axis, groups, dtype, device):
 
 # ------------------------------------------------------------------ every tier and configuration
 
-DTYPES = [np.float16, np.float32, np.float64]
+DTYPES = [np.float16, BFLOAT16, np.float32, np.float64]
 dtype_ids = lambda d: np.dtype(d).name  # noqa: E731
 
 
@@ -385,8 +395,8 @@ def test_an_argument_of_the_wrong_width_is_caught(monkeypatch):
     layout = make_layout((2, 4, 4, 16), -1, 4)
     original = group_norm_cuda._prepare
 
-    def wrong_index(x5, arrays):
-        plan, kernels, index = original(x5, arrays)
+    def wrong_index(x5, arrays, storage):
+        plan, kernels, index = original(x5, arrays, storage)
         return plan, kernels, np.int64
 
     monkeypatch.setattr(group_norm_cuda, "_prepare", wrong_index)
@@ -553,3 +563,56 @@ def test_a_shuffle_reading_a_lane_outside_its_mask_fails():
     with pytest.raises(KernelError, match="lane 0 of warp 0 reads lane 16 .* which the mask "
                                           "leaves out"):
         run_shuffles(0x0000FFFF, 16, 32)
+
+
+# ------------------------------------------------------------------ 16-bit conversions
+
+CONVERSIONS = """
+namespace cugn {
+template <typename T>
+__global__ void round_from_float(const float* __restrict__ in, T* __restrict__ out, unsigned n) {
+  for (unsigned i = threadIdx.x; i < n; i += blockDim.x) from_acc(in[i], out[i]);
+}
+template <typename T>
+__global__ void widen_to_float(const T* __restrict__ in, float* __restrict__ out, unsigned n) {
+  for (unsigned i = threadIdx.x; i < n; i += blockDim.x) out[i] = to_acc(in[i]);
+}
+}  // namespace cugn
+"""
+
+
+def special_floats(rng):
+    """Random floats, every rounding tie and its neighbours, and the edges: zeros,
+    subnormals, infinities, NaN, and values that round up to infinity."""
+    bits = rng.integers(0, 2 ** 32, 4096, dtype=np.uint64).astype(np.uint32)
+    ties = (rng.integers(0, 2 ** 16, 512, dtype=np.uint64).astype(np.uint32) << 16) | 0x8000
+    edges = np.array([0, 0x80000000, 1, 0x007FFFFF, 0x00800000, 0x7F7FFFFF, 0x7F7F8000,
+                      0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0x477FF000, 0x477FEFFF,
+                      0x33000000, 0x33000001], np.uint32)
+    return np.concatenate([bits, ties, ties - 1, ties + 1, edges]).view(np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.float16), BFLOAT16], ids=dtype_ids)
+def test_conversions_round_to_nearest_even_and_widen_exactly(dtype):
+    from cugn.kernels.cuda_on_cpu import build, library
+
+    ctype = cuda_loader.STORAGE_TYPES[dtype]
+    names = [f"cugn::round_from_float<{ctype}>", f"cugn::widen_to_float<{ctype}>"]
+    source = cuda_loader.source() + CONVERSIONS
+    path = build.build(source, names, {"cugn::Half": "float16", "cugn::BFloat16": "bfloat16"},
+                       [o for o in cuda_loader.OPTIONS if o.startswith("-D")], VARIANT)
+    kernels = library.Library(path, source).kernels
+    device = make_device()
+    values = special_floats(np.random.default_rng(0))
+    n = np.uint32(values.size)
+    rounded = device.empty(values.size, dtype)
+    device.launch(kernels[names[0]], (1,), (256,), (device.asarray(values), rounded, n))
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = values.astype(dtype)  # NumPy's and ml_dtypes' casts round to nearest even
+    got = np.array(rounded)
+    nan = np.isnan(want.astype(np.float32))
+    np.testing.assert_array_equal(np.isnan(got.astype(np.float32)), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint16), want[~nan].view(np.uint16))
+    widened = device.empty(values.size, np.float32)
+    device.launch(kernels[names[1]], (1,), (256,), (rounded, widened, n))
+    np.testing.assert_array_equal(np.array(widened)[~nan], want[~nan].astype(np.float32))

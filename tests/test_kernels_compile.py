@@ -50,7 +50,8 @@ def test_configurations_cover_every_dtype_vector_and_index_width():
     seen = {(c.dtype.name, c.vector, c.index64) for c in cuda_loader.configurations()}
     assert ("float16", 8, True) in seen and ("float32", 4, False) in seen
     assert ("float64", 2, True) in seen and ("float64", 4, False) not in seen
-    assert len(seen) == 2 * (4 + 3 + 2)
+    assert ("bfloat16", 8, False) in seen and ("bfloat16", 16, False) not in seen
+    assert len(seen) == 2 * (4 + 4 + 3 + 2)  # float16, bfloat16, float32, float64
 
 
 def test_parse_ptxas_log_reads_registers_and_spills():

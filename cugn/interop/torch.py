@@ -120,7 +120,7 @@ def _check_input(input):  # noqa: A002
                          f"{input.device}")
     if input.dtype == torch.bfloat16 and input.device.type == "cuda":
         raise TypeError("bfloat16 inputs on CUDA are not supported by cugn's GroupNorm yet "
-                        "(its CUDA kernels store float16, float32 and float64); use float16 "
+                        "(the adapter does not pass them to the CUDA kernels); use float16 "
                         "on CUDA, or bfloat16 on the CPU")
 
 

@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from .cuda_plan import BLOCK
@@ -25,8 +26,11 @@ OPTIONS = ("--std=c++17", f"-DCUGN_BLOCK={BLOCK}")
 ARCHITECTURES = ("sm_80", "sm_90")
 
 VECTOR_BYTES = 16
+# bfloat16 has no CuPy dtype: on a GPU its arrays are 16-bit words (group_norm_cuda's
+# ``storage``); ml_dtypes names it.
 STORAGE_TYPES = {
     np.dtype(np.float16): "cugn::Half",
+    np.dtype(ml_dtypes.bfloat16): "cugn::BFloat16",
     np.dtype(np.float32): "float",
     np.dtype(np.float64): "double",
 }

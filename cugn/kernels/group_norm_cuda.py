@@ -18,6 +18,7 @@ mean when |mean| >> std, as the NumPy path does.
 import functools
 
 import cupy
+import ml_dtypes
 import numpy as np
 from cupy_backends.cuda.api import driver
 
@@ -30,21 +31,25 @@ _REDUCTION_KERNELS = ("forward_stats_segment", "forward_stats_column",
                       "backward_partials_segment", "backward_partials_column")
 
 
-def forward(x, gamma, beta, layout, epsilon):
-    """Return ``y`` (x's dtype), and ``mean`` and ``rstd`` of shape (N, G) in the compute dtype."""
-    _check_dtype(x)
-    acc = compute_dtype(x.dtype)
+def forward(x, gamma, beta, layout, epsilon, storage=None):
+    """Return ``y`` (x's dtype), and ``mean`` and ``rstd`` of shape (N, G) in the compute dtype.
+
+    ``storage="bfloat16"`` reads x as bfloat16 held in 16-bit integer words (CuPy has
+    no bfloat16 arrays) and writes y the same way.
+    """
+    storage = _storage(x, storage)
+    acc = compute_dtype(storage)
     if x.size == 0:
         return _empty_forward(x, layout, acc, epsilon)
     with x.device:  # launches and allocations on x's device, on its current stream
-        return _forward(x, gamma, beta, layout, epsilon, acc)
+        return _forward(x, gamma, beta, layout, epsilon, acc, storage)
 
 
-def _forward(x, gamma, beta, layout, epsilon, acc):
+def _forward(x, gamma, beta, layout, epsilon, acc, storage):
     batch, rows, groups, group_channels, spatial = layout.view
     x5 = cupy.ascontiguousarray(layout.to_view(x))
     y5 = cupy.empty_like(x5)
-    plan, kernels, index = _prepare(x5, (x5, y5))
+    plan, kernels, index = _prepare(x5, (x5, y5), storage)
     channels = groups * group_channels
     units = batch * groups
 
@@ -81,27 +86,30 @@ def _forward(x, gamma, beta, layout, epsilon, acc):
     return layout.from_view(y5), mean, rstd
 
 
-def backward(x, dy, gamma, mean, rstd, layout):
+def backward(x, dy, gamma, mean, rstd, layout, storage=None):
     """Return ``dx`` (x's dtype), ``dgamma`` and ``dbeta`` (feature shape, compute dtype).
 
-    ``dy`` is read in x's dtype (it is cast when it differs).
+    ``dy`` is read in x's dtype (it is cast when it differs); with
+    ``storage="bfloat16"``, x, dy and dx are bfloat16 in 16-bit words, as in ``forward``.
     """
-    _check_dtype(x)
-    acc = compute_dtype(x.dtype)
+    storage = _storage(x, storage)
+    if storage != x.dtype and dy.dtype != x.dtype:
+        raise TypeError(f"dy must hold {storage} in {x.dtype} words like x, got dtype {dy.dtype}")
+    acc = compute_dtype(storage)
     if x.size == 0:
         with x.device:
             return (cupy.empty(x.shape, x.dtype), cupy.zeros(layout.feature_shape, acc),
                     cupy.zeros(layout.feature_shape, acc))
     with x.device:
-        return _backward(x, dy, gamma, mean, rstd, layout, acc)
+        return _backward(x, dy, gamma, mean, rstd, layout, acc, storage)
 
 
-def _backward(x, dy, gamma, mean, rstd, layout, acc):
+def _backward(x, dy, gamma, mean, rstd, layout, acc, storage):
     batch, rows, groups, group_channels, spatial = layout.view
     x5 = cupy.ascontiguousarray(layout.to_view(x))
     dy5 = cupy.ascontiguousarray(layout.to_view(dy), dtype=x.dtype)
     dx5 = cupy.empty_like(x5)
-    plan, kernels, index = _prepare(x5, (x5, dy5, dx5))
+    plan, kernels, index = _prepare(x5, (x5, dy5, dx5), storage)
     channels = groups * group_channels
     units = batch * groups
     mean = cupy.ascontiguousarray(mean, dtype=acc)
@@ -195,23 +203,34 @@ def _sm_count(device_id):
     return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
 
 
-def _check_dtype(x):
-    # CuPy has no bfloat16 array type, so float16, float32 and float64 are all a
-    # CuPy array can hold among the dtypes group_norm accepts.
-    if x.dtype not in cuda_loader.STORAGE_TYPES:
-        raise TypeError(f"x must be float16, float32 or float64 for GroupNorm on CUDA, "
+_WORDS = (np.dtype(np.uint16), np.dtype(np.int16))
+
+
+def _storage(x, storage):
+    """The dtype the kernels store: x's own, or ``storage`` (bfloat16) for 16-bit words."""
+    if storage is None:
+        if x.dtype not in cuda_loader.STORAGE_TYPES:
+            raise TypeError(f"x must be float16, float32 or float64 for GroupNorm on CUDA "
+                            f"(or bfloat16 as 16-bit words, with storage='bfloat16'), "
+                            f"got dtype {x.dtype}")
+        return x.dtype
+    if str(storage) != "bfloat16":
+        raise ValueError(f"storage must be None or 'bfloat16', got {storage!r}")
+    if x.dtype not in _WORDS:
+        raise TypeError(f"with storage='bfloat16', x must be uint16 or int16 words, "
                         f"got dtype {x.dtype}")
+    return np.dtype(ml_dtypes.bfloat16)
 
 
-def _prepare(x5, vector_arrays):
-    """The plan, the kernels and the index scalar type for the contiguous view ``x5``;
-    ``vector_arrays`` are every array read or written with vectors (their addresses
-    bound the vector width)."""
+def _prepare(x5, vector_arrays, storage):
+    """The plan, the kernels and the index scalar type for the contiguous view ``x5``
+    of ``storage`` values; ``vector_arrays`` are every array read or written with
+    vectors (their addresses bound the vector width)."""
     view = x5.shape
-    itemsize = x5.dtype.itemsize
+    itemsize = storage.itemsize
     addresses = [a.data.ptr for a in vector_arrays]
     vector = cuda_plan.vector_width(view, itemsize, addresses)
-    configuration = cuda_loader.Configuration(x5.dtype, vector,
+    configuration = cuda_loader.Configuration(storage, vector,
                                               cuda_plan.needs_index64(x5.size))
     device_id = x5.device.id
     plan = cuda_plan.plan(view, itemsize, addresses, _sm_count(device_id),

@@ -3,8 +3,8 @@
 // Every kernel sees its input through the (N, M, G, D, S) view of layout.py, made
 // contiguous: element (n, m, g, d, s) lies at (((n*M + m)*G + g)*D + d)*S + s, and
 // C = G*D. Template parameters:
-//   T  storage type: Half, float or double;
-//   A  accumulation type, AccOf<T>: float for Half and float, double for double;
+//   T  storage type: Half, BFloat16, float or double;
+//   A  accumulation type, AccOf<T>: double for double, float for the others;
 //   V  values of T per vector access (V*sizeof(T) <= 16 bytes);
 //   I  index type: unsigned int below 2^31 elements, unsigned long long above.
 //
@@ -33,6 +33,11 @@ struct Half {
   unsigned short bits;
 };
 
+// bfloat16 as raw bits: the high half of a float32, rounded to nearest even.
+struct BFloat16 {
+  unsigned short bits;
+};
+
 template <typename T>
 struct AccOf {
   typedef float type;
@@ -56,6 +61,10 @@ __device__ __forceinline__ float to_acc(Half v) {
 #endif
 }
 
+__device__ __forceinline__ float to_acc(BFloat16 v) {
+  return __uint_as_float(static_cast<unsigned>(v.bits) << 16);
+}
+
 __device__ __forceinline__ void from_acc(float v, float& out) { out = v; }
 __device__ __forceinline__ void from_acc(double v, double& out) { out = v; }
 __device__ __forceinline__ void from_acc(float v, Half& out) {
@@ -65,6 +74,13 @@ __device__ __forceinline__ void from_acc(float v, Half& out) {
   const _Float16 h = _Float16(v);
   __builtin_memcpy(&out.bits, &h, sizeof h);
 #endif
+}
+__device__ __forceinline__ void from_acc(float v, BFloat16& out) {
+  const unsigned u = __float_as_uint(v);
+  // NaN stays NaN (quieted); otherwise round the low 16 bits to nearest even.
+  out.bits = (u & 0x7fffffffu) > 0x7f800000u
+                 ? static_cast<unsigned short>((u >> 16) | 0x40u)
+                 : static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 // ------------------------------------------------------------------ vector access

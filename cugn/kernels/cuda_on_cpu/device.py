@@ -18,6 +18,8 @@ from .. import cuda_loader, group_norm_cuda
 from . import build, library, memory
 
 BLOCK_ORDERS = ("forward", "reversed", "shuffled")
+# bfloat16 also travels as 16-bit words, as on a GPU (CuPy has no bfloat16 arrays).
+_WORDS = (np.dtype(np.uint16), np.dtype(np.int16))
 THREAD_ORDERS = ("forward", "reversed")
 
 
@@ -194,7 +196,8 @@ class Device:
         if allocation is None or allocation.device is not self:
             raise TypeError(f"{where} is {type(value).__name__}, not an array in this "
                             f"device's memory ({parameter.type_name})")
-        if value.dtype != parameter.dtype:
+        words = parameter.dtype.name == "bfloat16" and value.dtype in _WORDS
+        if value.dtype != parameter.dtype and not words:
             raise TypeError(f"{where} is a {value.dtype} array, the kernel takes "
                             f"{parameter.type_name}")
         if not value.flags.c_contiguous:

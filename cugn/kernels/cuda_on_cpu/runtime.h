@@ -87,6 +87,18 @@ T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = 32,
 // The math the kernels use. The GPU's fast division is approximate; here it is IEEE.
 inline float __fdividef(float a, float b) { return a / b; }
 
+inline unsigned __float_as_uint(float value) {
+  unsigned bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+inline float __uint_as_float(unsigned bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
 template <typename T>
 inline T min(T a, T b) {
   return b < a ? b : a;
