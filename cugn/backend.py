@@ -127,8 +127,16 @@ def zeros(shape, dtype, device="cpu"):
 
 def is_floating(dtype):
     """True for float16/32/64 and ml_dtypes' bfloat16."""
-    dtype = np.dtype(dtype)
-    return np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"
+    # Asked for every output of every op: a dict lookup once a dtype has been seen.
+    known = _FLOATING.get(dtype)
+    if known is None:
+        resolved = np.dtype(dtype)
+        known = _FLOATING[dtype] = bool(np.issubdtype(resolved, np.floating)
+                                        or resolved.name == "bfloat16")
+    return known
+
+
+_FLOATING = {}
 
 
 def compute_dtype(dtype):

@@ -38,9 +38,13 @@ class Tensor:
 
     @classmethod
     def _from_node(cls, data, node, index):
-        tensor = cls(data)
+        """An op's output (``data`` is already an array), made without __init__'s checks."""
+        tensor = cls.__new__(cls)
+        tensor.data = data
+        tensor.grad = None
         tensor.grad_fn = node
         tensor._output_index = index
+        tensor._hooks = None
         tensor._requires_grad = True
         return tensor
 
@@ -71,7 +75,7 @@ class Tensor:
 
     @property
     def shape(self):
-        return tuple(self.data.shape)
+        return self.data.shape  # a tuple on NumPy and CuPy alike
 
     @property
     def dtype(self):
