@@ -1,7 +1,7 @@
 """CPU benchmark of the engine itself: activations on 4M values and the cost of one
 small op, against PyTorch in the same run.
 
-    python profiling/engine_cpu.py [--rounds 7] [--md profiling/results/engine_cpu.md]
+    python profiling/engine_cpu.py [--rounds 7] [--threads 1] [--md profiling/results/engine_cpu.md]
 
 - Activations: relu, silu, sigmoid, tanh, exp and log on 4M float32 values,
   forward+backward (``f(x).backward(dy)``, as a layer's output would be).
@@ -87,10 +87,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=7,
                         help="interleaved rounds per case (default: %(default)s)")
     parser.add_argument("--md", help="also write the table to this Markdown file")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch's threads (default: %(default)s, as NumPy's elementwise "
+                             "operations use one core)")
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(VALUES, dtype=np.float32) * 4
     positive = np.abs(x) + 0.1  # log's domain
@@ -104,7 +107,8 @@ def main():
                         args.rounds, per=CHAIN))
     columns = ["case", "cugn_us", "cugn_spread", "torch_us", "torch_spread", "cugn/torch"]
     header = (f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-              f"numpy {np.__version__}, torch {torch.__version__}; microseconds, median of "
+              f"numpy {np.__version__}, torch {torch.__version__} on {args.threads} "
+              f"thread(s); microseconds, median of "
               f"{args.rounds} interleaved rounds (spread: lowest-highest round)")
     table = format_table(rows, columns)
     print(header)

@@ -1,6 +1,7 @@
 """float32 group normalization on groups of a million values and more, forward and
-gradients, against the float64 reference: the sums must not lose digits as they
-grow (NumPy adds along a strided axis one value after the other)."""
+gradients, against the float64 reference, on both CPU implementations: the sums
+must not lose digits as they grow (NumPy adds along a strided axis one value after
+the other)."""
 
 import numpy as np
 import pytest
@@ -24,7 +25,8 @@ def relative_error(actual, expected):
 
 
 @pytest.mark.parametrize("shape, axis, groups", CASES, ids=IDS)
-def test_float32_statistics_of_large_groups_keep_their_digits(shape, axis, groups, rng):
+def test_float32_statistics_of_large_groups_keep_their_digits(shape, axis, groups, rng,
+                                                              cpu_kernels):
     channels = shape[axis]
     # The mean is 30 standard deviations from zero: the two-pass variance must hold too.
     x = (30 + rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
