@@ -10,7 +10,6 @@ import pytest
 
 import cugn
 from cugn import kernels
-from cugn.functional import group_norm
 from cugn.kernels import group_norm_numba, group_norm_numpy
 from cugn.kernels.layout import GroupLayout
 from reference import group_norm_backward_reference, group_norm_reference

@@ -47,7 +47,8 @@ def test_dense_on_batched_inputs_uses_the_last_axis():
 def test_activation_layer_and_names():
     x = np.linspace(-2, 2, 6).reshape(2, 3)
     np.testing.assert_allclose(Activation("relu")(x).numpy(), np.maximum(x, 0))
-    np.testing.assert_allclose(Activation("sigmoid", dtype="float64")(x).numpy(), 1 / (1 + np.exp(-x)), rtol=1e-12)
+    np.testing.assert_allclose(Activation("sigmoid", dtype="float64")(x).numpy(),
+                               1 / (1 + np.exp(-x)), rtol=1e-12)
     assert Activation("swish").get_config()["activation"] == "silu"
     with pytest.raises(ValueError, match="Unknown activation: 'gelu_fast'"):
         Dense(2, activation="gelu_fast")
