@@ -2,13 +2,16 @@
 installed (the ``numba`` extra), for float16, float32 and float64.
 
 The same ``forward`` and ``backward`` as ``group_norm_numpy``, on the same
-``(N, M, G, D, S)`` view seen as ``(N, M, K, S)`` with K = G*D channels, but
-each pass over a sample is one fused loop, and the samples run in parallel
-(``prange``). Sums accumulate in float64, so float32 statistics keep their
-digits on groups of any size; the statistics still take two passes (the mean,
+``(N, M, G, D, S)`` view, seen with K = G*D channels as ``(N, M, K)`` when
+S = 1 (channels-last) or ``(N, K, S)`` when M = 1 (channels-first); other views
+stay on NumPy. Each pass over a sample is one fused loop, and the samples run in
+parallel (``prange``). As on NumPy, the statistics take two passes (the mean,
 then the squares of the values centred on it), so the variance stays exact when
-|mean| >> std. float16 is converted to float32 on the way in and back on the
-way out. This module imports Numba: import it only when ``available()``.
+|mean| >> std, and every sum adds blocks of BLOCK values in the compute dtype
+and the blocks' sums in float64, so float32 keeps its digits on groups of any
+size. float16 is converted to float32 on the way in and back on the way out.
+This module imports Numba: ``cugn.kernels.numba_kernels()`` imports it on the
+first call, when Numba is installed.
 """
 
 import numpy as np
@@ -18,8 +21,6 @@ from ..backend import compute_dtype
 from ..profiling.nvtx import kernel_range
 
 DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-
-
 BLOCK = 256  # values summed in the compute dtype; the sums of blocks are added in float64
 
 
