@@ -54,17 +54,54 @@ def device_of(array):
 
 
 def parse_device(device):
-    """Normalise a device spec to ``"cpu"`` or ``"cuda:N"``."""
+    """Normalise a device spec to ``"cpu"`` or ``"cuda:N"``; a CUDA device must exist."""
     if device is None:
         return None
     text = str(device).strip().lower()
     if text == "cpu":
         return "cpu"
-    if text == "cuda":
-        return f"cuda:{cupy().cuda.Device().id}"
-    if text.startswith("cuda:") and text[5:].isdigit():
-        return text
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        count = _cuda_device_count(device)
+        index = cupy().cuda.Device().id if text == "cuda" else int(text[5:])
+        if index >= count:
+            raise RuntimeError(f"device {device!r} does not exist: CuPy sees {count} CUDA "
+                               f"device{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
+        return f"cuda:{index}"
     raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+_CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+_CUDA_ERROR_NO_DEVICE = 100
+_device_count = None  # once a CUDA device has been seen, how many there are
+
+
+def _cuda_device_count(device):
+    """The number of CUDA devices, or an error in one sentence saying why there is none
+    (CuPy missing, no driver, no device)."""
+    global _device_count
+    if _device_count:
+        return _device_count
+    try:
+        import cupy as cp
+    except ImportError:
+        raise RuntimeError(f"device {device!r} needs CuPy, which is not installed: pip install "
+                           "'cugn[cuda13]' (or 'cugn[cuda12]'), or use device='cpu'") from None
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except cp.cuda.runtime.CUDARuntimeError as error:
+        if error.status == _CUDA_ERROR_INSUFFICIENT_DRIVER:
+            reason = "it has no NVIDIA driver, or one too old for this CuPy"
+        elif error.status == _CUDA_ERROR_NO_DEVICE:
+            reason = "the NVIDIA driver sees no CUDA device"
+        else:
+            reason = f"CUDA cannot start ({error})"
+        raise RuntimeError(f"device {device!r} is not available on this machine: {reason}; "
+                           "use device='cpu'") from None
+    if count == 0:
+        raise RuntimeError(f"device {device!r} is not available on this machine: the NVIDIA "
+                           "driver sees no CUDA device; use device='cpu'")
+    _device_count = count
+    return count
 
 
 def to_device(array, device):
@@ -90,8 +127,16 @@ def zeros(shape, dtype, device="cpu"):
 
 def is_floating(dtype):
     """True for float16/32/64 and ml_dtypes' bfloat16."""
-    dtype = np.dtype(dtype)
-    return np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"
+    # Asked for every output of every op: a dict lookup once a dtype has been seen.
+    known = _FLOATING.get(dtype)
+    if known is None:
+        resolved = np.dtype(dtype)
+        known = _FLOATING[dtype] = bool(np.issubdtype(resolved, np.floating)
+                                        or resolved.name == "bfloat16")
+    return known
+
+
+_FLOATING = {}
 
 
 def compute_dtype(dtype):

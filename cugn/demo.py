@@ -163,15 +163,33 @@ def _positive(kind):
     return parse
 
 
+def parser():
+    """The command line of ``python -m cugn.demo``."""
+    cli = argparse.ArgumentParser(
+        prog="python -m cugn.demo",
+        description="Train a small convolutional network with GroupNorm on scikit-learn's 8x8 "
+                    "handwritten digits with a hand-written cugn training loop, then print the "
+                    "test accuracy and the time spent in forward, backward and the optimizer.",
+        epilog="Needs the demo extra: pip install 'cugn[demo]'. On a GPU host, profile it "
+               "with: nsys profile -t cuda,nvtx python -m cugn.demo")
+    cli.add_argument("--epochs", type=_positive(int), default=12, metavar="N",
+                     help="passes over the training images (default: %(default)s)")
+    cli.add_argument("--batch-size", type=_positive(int), default=32, metavar="N",
+                     help="images per optimizer step (default: %(default)s)")
+    cli.add_argument("--lr", type=_positive(float), default=3e-3, metavar="RATE",
+                     help="Adam's learning rate (default: %(default)s)")
+    cli.add_argument("--seed", type=int, default=0,
+                     help="seeds the data split, the weights and the batch order "
+                          "(default: %(default)s)")
+    cli.add_argument("--device", default=None, metavar="DEVICE",
+                     help="cpu, cuda or cuda:N (default: cuda when CuPy sees a GPU, else cpu)")
+    cli.add_argument("--no-progress", action="store_true",
+                     help="hide the progress bars (default: shown)")
+    return cli
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=_positive(int), default=12)
-    parser.add_argument("--batch-size", type=_positive(int), default=32)
-    parser.add_argument("--lr", type=_positive(float), default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     train(args.epochs, args.batch_size, args.lr, args.seed, args.device, not args.no_progress)
 
 

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from . import random
 from .serialization import Serializable, deserialize, serialize
 
 
@@ -44,13 +45,14 @@ class Constant(Initializer):
 
 
 class _Random(Initializer):
-    """Draws from its own generator: with a seed, every call gives the same values."""
+    """Draws from its own generator: with a seed, every call gives the same values;
+    without one, from cugn's generator (``cugn.manual_seed`` makes it reproducible)."""
 
     def __init__(self, seed=None):
         self.seed = seed
 
     def _rng(self):
-        return np.random.default_rng(self.seed)
+        return random.generator() if self.seed is None else np.random.default_rng(self.seed)
 
     def get_config(self):
         return {"seed": self.seed}

@@ -1,12 +1,15 @@
 """CPU benchmark: cugn's NumPy group_norm against PyTorch and Keras on JAX.
 
-    python profiling/group_norm_cpu.py [--csv profiling/results/group_norm_cpu.csv]
+    python profiling/group_norm_cpu.py [--csv profiling/results/group_norm_cpu.csv] [--threads 1]
 
 Times forward and forward+backward (float32, groups=32) for channels-last
-(8, 32, 32, 256) axis=-1 and channels-first (8, 256, 32, 32) axis=1, against
+(8, 32, 32, 256) axis=-1 and channels-first (8, 256, 32, 32) axis=1, for both
+of cugn's CPU implementations (NumPy, and Numba when it is installed), against
 torch.nn.functional.group_norm on the CPU (channels_last memory format for the
 channels-last case) and keras.layers.GroupNormalization on its JAX backend
-under jit, all in one run. Peers that are not installed are left out.
+under jit, all in one run. Peers that are not installed are left out. Each
+cell is the median of interleaved rounds; the spread columns give the lowest and
+highest round.
 """
 
 import argparse
@@ -21,6 +24,7 @@ import numpy as np
 # The source tree this script belongs to.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cugn  # noqa: E402
+from cugn import kernels  # noqa: E402
 from cugn.functional import group_norm  # noqa: E402
 from cugn.profiling.timing import format_table, optional_import, time_cpu  # noqa: E402
 
@@ -28,15 +32,18 @@ CASES = [((8, 32, 32, 256), -1), ((8, 256, 32, 32), 1)]
 GROUPS = 32
 
 
-def cugn_timers(x, dy, gamma, beta, axis):
+def cugn_timers(x, dy, gamma, beta, axis, numba):
+    """Through the functional form, on the NumPy (numba False) or Numba kernels."""
     x_t = cugn.Tensor(x)
     gamma_p, beta_p = cugn.Parameter(gamma), cugn.Parameter(beta)
 
     def forward():
+        kernels.numba_enabled = numba
         with cugn.no_grad():
             group_norm(x_t, GROUPS, gamma_p, beta_p, axis=axis)
 
     def forward_backward():
+        kernels.numba_enabled = numba
         x_leaf = cugn.Tensor(x, requires_grad=True)
         gamma_p.grad = beta_p.grad = None
         group_norm(x_leaf, GROUPS, gamma_p, beta_p, axis=axis).backward(dy)
@@ -102,8 +109,18 @@ def main():
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--rounds", type=int, default=7,
                         help="rounds of interleaved timings per row (default 7)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for torch and Numba (default: every core); on a busy "
+                             "machine 1 keeps the scheduler's time slices out of the timings")
     args = parser.parse_args()
     torch = optional_import("torch")
+    if args.threads is not None:
+        if torch is not None:
+            torch.set_num_threads(args.threads)
+        if kernels.numba_kernels() is not None:
+            import numba
+
+            numba.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     rows = []
     for shape, axis in CASES:
@@ -112,7 +129,9 @@ def main():
         channels = shape[axis]
         gamma = rng.standard_normal(channels, dtype=np.float32)
         beta = rng.standard_normal(channels, dtype=np.float32)
-        peers = {"cugn": cugn_timers(x, dy, gamma, beta, axis)}
+        peers = {"cugn_numpy": cugn_timers(x, dy, gamma, beta, axis, numba=False)}
+        if kernels.numba_kernels() is not None:
+            peers["cugn_numba"] = cugn_timers(x, dy, gamma, beta, axis, numba=True)
         if torch is not None:
             peers["torch"] = torch_timers(torch, x, dy, gamma, beta, axis)
         keras = keras_timers(x, dy, gamma, beta, axis)
@@ -129,18 +148,23 @@ def main():
                                                   min_seconds=0.1))
             for name in peers:
                 row[f"{name}_us"] = round(statistics.median(samples[name]))
-            for name in ("torch", "keras_jax"):
-                if f"{name}_us" in row:
-                    row[f"cugn/{name}"] = round(row["cugn_us"] / row[f"{name}_us"], 2)
+                row[f"{name}_spread"] = f"{min(samples[name]):.0f}-{max(samples[name]):.0f}"
+            for mine in ("cugn_numpy", "cugn_numba"):
+                for name in ("torch", "keras_jax"):
+                    if f"{mine}_us" in row and f"{name}_us" in row:
+                        row[f"{mine[5:]}/{name}"] = round(row[f"{mine}_us"] / row[f"{name}_us"], 2)
             rows.append(row)
-    columns = ["shape", "axis", "pass", "cugn_us", "torch_us", "keras_jax_us", "cugn/torch",
-               "cugn/keras_jax"]
+    columns = ["shape", "axis", "pass"]
+    for name in ("cugn_numpy", "cugn_numba", "torch", "keras_jax"):
+        columns += [f"{name}_us", f"{name}_spread"]
+    columns += ["numpy/torch", "numpy/keras_jax", "numba/torch", "numba/keras_jax"]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numpy {np.__version__}" + (f", torch {torch.__version__}" if torch else ""))
+          f"numpy {np.__version__}" + (f", torch {torch.__version__}" if torch else "")
+          + f", threads {args.threads or 'all'}")
     print(format_table(rows, columns))
     if args.csv:
         with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 

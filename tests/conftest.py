@@ -29,3 +29,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def cpu_kernels(request, monkeypatch):
+    """Runs a test on each CPU implementation of group normalization: the NumPy one and
+    the Numba one (the test extra installs Numba, so neither is skipped)."""
+    from cugn import kernels
+
+    monkeypatch.setattr(kernels, "numba_enabled", request.param == "numba")
+    if request.param == "numba":
+        assert kernels.numba_kernels() is not None, "Numba is not installed"
+    return request.param

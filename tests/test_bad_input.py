@@ -1,6 +1,8 @@
 """Every bad input gets a clear error that names the argument and the value,
 before any work is done."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,24 @@ def test_bad_dtype_policy_is_named_and_takes_no_layer_name(dtype):
         GroupNormalization(dtype=dtype)
     after = GroupNormalization().name
     assert int(after.rsplit("_", 1)[1]) == int(before.rsplit("_", 1)[1]) + 1
+
+
+@pytest.mark.parametrize("shape, axis, groups, hint", [
+    ((2, 64, 4, 4), -1, 16, "has 64 channels on axis 1: channels-first inputs need axis=1"),
+    ((2, 64, 4, 6), -1, 4, "has 64 channels on axis 1: channels-first inputs need axis=1"),
+    ((2, 6, 4, 64), 1, 16, "has 64 channels on axis -1: channels-last inputs need axis=-1"),
+])
+def test_group_count_errors_name_the_axis_when_the_other_end_fits(shape, axis, groups, hint):
+    x = np.zeros(shape, np.float32)
+    for call in (lambda: group_norm(x, groups, axis=axis),
+                 lambda: GroupNormalization(groups=groups, axis=axis)(x)):
+        with pytest.raises(ValueError, match=r"^Number of .*groups.*\. The input of shape "
+                                             + re.escape(f"{shape} {hint}.") + "$"):
+            call()
+
+
+@pytest.mark.parametrize("shape, axis, groups", [((2, 8, 4, 4), -1, 16), ((2, 12, 5), -1, 3 * 8),
+                                                 ((2, 16), -1, 32), ((2, 4, 4, 6), -1, 5)])
+def test_group_count_errors_without_a_fitting_other_end_add_nothing(shape, axis, groups):
+    with pytest.raises(ValueError, match=r"groups \(\d+\)\.?$|channels \(\d+\)\.$"):
+        group_norm(np.zeros(shape, np.float32), groups, axis=axis)

@@ -168,7 +168,7 @@ def test_pooling_layers_and_global_average():
     first = GlobalAveragePooling2D("channels_first", keepdims=True)(_nchw(x)).numpy()
     np.testing.assert_allclose(first, _nchw(x).mean(axis=(2, 3), keepdims=True), rtol=1e-6)
     t = cugn.tensor(x, dtype=np.float64, requires_grad=True)
-    cugn.gradcheck(GlobalAveragePooling2D(), [t])
+    cugn.gradcheck(GlobalAveragePooling2D(dtype="float64"), [t])
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -184,3 +184,45 @@ def test_layer_on_cpu_device_and_repr():
     layer(np.zeros((1, 4), np.float32))
     assert all(w.device == "cpu" for w in layer.weights)
     assert "GroupNormalization" in repr(layer)
+
+
+# Keras's autocast: (policy, input dtype) -> the dtype the layer computes in and returns.
+AUTOCAST = [(None, "float16", "float32"), (None, "float64", "float32"),
+            (None, "bfloat16", "float32"), ("float64", "float32", "float64"),
+            ("float64", "float16", "float64"), ("float16", "float32", "float16"),
+            ("bfloat16", "float32", "bfloat16"), ("mixed_float16", "float32", "float16"),
+            ("mixed_float16", "float16", "float16"), ("mixed_bfloat16", "float64", "bfloat16")]
+
+
+@pytest.mark.parametrize("policy, input_dtype, output_dtype", AUTOCAST)
+def test_floating_inputs_are_cast_to_the_compute_dtype_like_keras(policy, input_dtype,
+                                                                   output_dtype):
+    import ml_dtypes
+
+    def dtype(name):
+        return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+    x = rng.standard_normal((2, 3, 4)).astype(dtype(input_dtype))
+    layer = GroupNormalization(groups=2, dtype=policy)
+    y = layer(x)
+    assert y.dtype == dtype(output_dtype) and layer.compute_dtype == dtype(output_dtype)
+    expected = group_norm_reference(x.astype(dtype(output_dtype)), 2)
+    tolerance = {"float64": 1e-12, "float32": 1e-5}.get(output_dtype, 3e-2)
+    np.testing.assert_allclose(y.numpy().astype(np.float64), expected, atol=tolerance)
+    if output_dtype != "float64":  # Keras on JAX computes float64 as float32 unless x64 is on
+        import keras
+
+        theirs = keras.layers.GroupNormalization(groups=2, dtype=policy)(x)
+        assert np.dtype(theirs.dtype) == dtype(output_dtype)
+
+
+def test_autocast_is_differentiable_back_to_the_input_dtype():
+    x = cugn.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)  # float64
+    layer = GroupNormalization(groups=2)  # float32
+    y = layer(x)
+    assert y.dtype == np.float32
+    y.sum().backward()
+    assert x.grad.dtype == np.float64
+    integers = np.arange(24).reshape(2, 3, 4)
+    with pytest.raises(TypeError, match="floating point"):  # not cast: Keras casts floats only
+        layer(integers)

@@ -47,7 +47,8 @@ def test_dense_on_batched_inputs_uses_the_last_axis():
 def test_activation_layer_and_names():
     x = np.linspace(-2, 2, 6).reshape(2, 3)
     np.testing.assert_allclose(Activation("relu")(x).numpy(), np.maximum(x, 0))
-    np.testing.assert_allclose(Activation("sigmoid")(x).numpy(), 1 / (1 + np.exp(-x)), rtol=1e-12)
+    np.testing.assert_allclose(Activation("sigmoid", dtype="float64")(x).numpy(),
+                               1 / (1 + np.exp(-x)), rtol=1e-12)
     assert Activation("swish").get_config()["activation"] == "silu"
     with pytest.raises(ValueError, match="Unknown activation: 'gelu_fast'"):
         Dense(2, activation="gelu_fast")
@@ -55,9 +56,11 @@ def test_activation_layer_and_names():
 
 def test_flatten_and_dropout():
     x = cugn.tensor(np.arange(24.0).reshape(2, 3, 4), dtype=np.float64, requires_grad=True)
-    np.testing.assert_array_equal(Flatten()(x).numpy(), np.arange(24.0).reshape(2, 12))
-    cugn.gradcheck(Flatten(), [x])
-    dropout = Dropout(0.25, seed=1)
+    # float64 layers: under the default float32 policy inputs are cast, as in Keras.
+    np.testing.assert_array_equal(Flatten(dtype="float64")(x).numpy(),
+                                  np.arange(24.0).reshape(2, 12))
+    cugn.gradcheck(Flatten(dtype="float64"), [x])
+    dropout = Dropout(0.25, seed=1, dtype="float64")
     assert dropout(x) is x  # not training: the identity
     ones = np.ones((200, 100))
     y = dropout(ones, training=True).numpy()
@@ -66,7 +69,7 @@ def test_flatten_and_dropout():
     # The gradient is the mask that scaled the values (x has no zeros, so y / x is it).
     positive = cugn.tensor(np.arange(1.0, 25.0).reshape(2, 12), dtype=np.float64,
                            requires_grad=True)
-    y = Dropout(0.5, seed=3)(positive, training=True)
+    y = Dropout(0.5, seed=3, dtype="float64")(positive, training=True)
     y.sum().backward()
     np.testing.assert_allclose(positive.grad.numpy(), y.numpy() / positive.numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="rate"):
@@ -178,7 +181,7 @@ def test_group_normalization_composition_forms():
     returned = group_normalization(model, groups=2)
     assert returned is model and isinstance(model.layers[-1], GroupNormalization)
     x = np.random.default_rng(3).random((3, 4))
-    y = group_normalization(x, groups=2, epsilon=1e-3)
+    y = group_normalization(x, groups=2, epsilon=1e-3, dtype="float64")
     expected = cugn.functional.group_norm(x, 2, np.ones(4), np.zeros(4), epsilon=1e-3)
     np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-12)
     y_tensor = group_normalization(cugn.tensor(x), groups=4)
@@ -200,17 +203,17 @@ def test_global_pooling_in_a_model_and_layer_names():
 def test_dropout_and_activation_gradcheck():
     x = cugn.tensor(np.random.default_rng(4).standard_normal((3, 5)), requires_grad=True)
     # A fresh layer with a fixed seed draws the same mask on every probe.
-    cugn.gradcheck(lambda a: Dropout(0.4, seed=5)(a, training=True), [x])
+    cugn.gradcheck(lambda a: Dropout(0.4, seed=5, dtype="float64")(a, training=True), [x])
     for name in ("relu", "sigmoid", "tanh", "softmax", "silu", "linear"):
-        cugn.gradcheck(Activation(name), [x])
+        cugn.gradcheck(Activation(name, dtype="float64"), [x])
 
 
 def test_whole_sequential_model_gradcheck_in_float64():
     model = Sequential([
         Conv2D(4, 3, strides=2, padding="same", dtype="float64", activation="tanh"),
         GroupNormalization(groups=2, dtype="float64"),
-        MaxPooling2D(2, padding="same"),
-        Flatten(),
+        MaxPooling2D(2, padding="same", dtype="float64"),
+        Flatten(dtype="float64"),
         Dense(3, dtype="float64"),
     ])
     x = cugn.tensor(np.random.default_rng(5).standard_normal((2, 5, 5, 2)), requires_grad=True)

@@ -170,8 +170,11 @@ def _find(ranges, name):
     return found
 
 
-def test_profiler_sees_named_nested_ranges(recorder_library, tmp_path):
-    recording = _record(recorder_library, tmp_path, {})  # on by default: a tool is injected
+@pytest.mark.parametrize("cpu_kernels", ["numpy", "numba"])
+def test_profiler_sees_named_nested_ranges(recorder_library, tmp_path, cpu_kernels):
+    # On by default: a tool is injected. CUGN_NUMBA picks the CPU kernels, named in ranges.
+    recording = _record(recorder_library, tmp_path,
+                        {"CUGN_NUMBA": "1" if cpu_kernels == "numba" else "0"})
     assert recording.domains == ["cugn", "control"]
     assert recording.unbalanced == []
     top = [r for r in recording.roots if r.domain == "cugn"]
@@ -184,14 +187,15 @@ def test_profiler_sees_named_nested_ranges(recorder_library, tmp_path):
     [op] = [c for c in layer.children if c.name == "group_norm.forward"]
     assert op.category == "op"
     assert [(k.name, k.category) for k in op.children] == \
-        [("kernel:group_norm_fwd_numpy<float32>", "kernel")]
+        [(f"kernel:group_norm_fwd_{cpu_kernels}<float32>", "kernel")]
 
     [walk] = _find(top, "autograd.backward")
     assert walk.category == "backward"
     nodes = [c.name for c in walk.children if c.category == "backward"]
     assert nodes == ["sum.backward", "mul.backward", "group_norm.backward"]
     [gn_backward] = _find(walk.children, "group_norm.backward")
-    assert [k.name for k in gn_backward.children] == ["kernel:group_norm_bwd_numpy<float32>"]
+    assert [k.name for k in gn_backward.children] == \
+        [f"kernel:group_norm_bwd_{cpu_kernels}<float32>"]
     # A backward written with Tensor ops shows them as ops inside the node's range.
     [mul_backward] = _find(walk.children, "mul.backward")
     assert [c.name for c in mul_backward.children] == ["mul.forward", "mul.forward"]

@@ -85,3 +85,23 @@ def test_demo_model_shapes_and_short_run():
     pytest.importorskip("tqdm")
     pytest.importorskip("threadpoolctl")
     assert demo.train(epochs=3, progress=False, device="cpu") >= 0.9
+
+
+def test_demo_help_reads_like_a_cli():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "cugn.demo", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.startswith("usage: python -m cugn.demo [-h] [--epochs N]")
+    for option, default in (("--epochs N", "(default: 12)"), ("--batch-size N", "(default: 32)"),
+                            ("--lr RATE", "(default: 0.003)"), ("--seed SEED", "(default: 0)"),
+                            ("--device DEVICE", "(default: cuda when CuPy sees a GPU"),
+                            ("--no-progress", "(default: shown)")):
+        line = out[out.index(f"  {option}"):]
+        help_text = " ".join(line.split("\n  --")[0].split())
+        assert default in help_text, (option, help_text)
+    from cugn import demo
+
+    with pytest.raises(SystemExit):
+        demo.parser().parse_args(["--epochs", "0"])

@@ -94,9 +94,10 @@ class Node:
     def __init__(self, function, ctx, args, outputs):
         self.function = function
         self.ctx = ctx
-        self.edges = tuple(_edge(arg) for arg in args)
+        self.edges = tuple(Edge(arg) if needs else None
+                           for arg, needs in zip(args, ctx.needs_input_grad))
         # Enough to make a zero gradient for an output that receives none.
-        self.output_meta = tuple((tuple(out.shape), out.dtype) for out in outputs)
+        self.output_meta = tuple((out.shape, out.dtype) for out in outputs)
         self.device = backend.device_of(outputs[0])
         self.output_hooks = None  # {output index: [hook, ...]}, for non-leaf hooks
 
@@ -146,12 +147,6 @@ class Edge:
         self.dtype = tensor.dtype
 
 
-def _edge(arg):
-    if isinstance(arg, Tensor) and arg.requires_grad:
-        return Edge(arg)
-    return None
-
-
 class Function:
     """Subclass with static ``forward(ctx, *args)`` and ``backward(ctx, *grad_outputs)``;
     call it with ``MyFunction.apply(*args)``.
@@ -181,13 +176,19 @@ class Function:
         if profiled:
             nvtx.push_op(cls)
         try:
-            raw_args = tuple(arg.data if isinstance(arg, Tensor) else arg for arg in args)
+            raw_args, needs = [], []
+            for arg in args:
+                if isinstance(arg, Tensor):
+                    raw_args.append(arg.data)
+                    needs.append(arg._requires_grad)
+                else:
+                    raw_args.append(arg)
+                    needs.append(False)
+            raw_args, needs_input_grad = tuple(raw_args), tuple(needs)
             if "cupy" in sys.modules:  # with NumPy alone everything is on the CPU
                 _check_same_device(cls, raw_args)
-            needs_input_grad = tuple(isinstance(arg, Tensor) and arg._requires_grad
-                                     for arg in args)
             enabled = is_grad_enabled()
-            record = enabled and any(needs_input_grad)
+            record = enabled and True in needs_input_grad
 
             ctx = Context(needs_input_grad)
             _state.enabled = False  # forward never records
@@ -196,8 +197,9 @@ class Function:
             finally:
                 _state.enabled = enabled
             outputs = result if isinstance(result, tuple) else (result,)
-            outputs = tuple(out if backend.is_array(out) else np.asarray(out)
-                            for out in outputs)
+            if not all(isinstance(out, np.ndarray) for out in outputs):
+                outputs = tuple(out if backend.is_array(out) else np.asarray(out)
+                                for out in outputs)
 
             if not record:
                 tensors = tuple(Tensor(output) for output in outputs)

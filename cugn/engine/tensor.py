@@ -1,5 +1,6 @@
 """``Tensor``: an array (NumPy or CuPy) plus what autograd needs to know about it."""
 
+import numbers
 import weakref
 
 import numpy as np
@@ -38,9 +39,13 @@ class Tensor:
 
     @classmethod
     def _from_node(cls, data, node, index):
-        tensor = cls(data)
+        """An op's output (``data`` is already an array), made without __init__'s checks."""
+        tensor = cls.__new__(cls)
+        tensor.data = data
+        tensor.grad = None
         tensor.grad_fn = node
         tensor._output_index = index
+        tensor._hooks = None
         tensor._requires_grad = True
         return tensor
 
@@ -71,7 +76,7 @@ class Tensor:
 
     @property
     def shape(self):
-        return tuple(self.data.shape)
+        return self.data.shape  # a tuple on NumPy and CuPy alike
 
     @property
     def dtype(self):
@@ -87,6 +92,16 @@ class Tensor:
 
     def numel(self):
         return int(self.data.size)
+
+    def size(self, dim=None):
+        """The shape as a tuple, or the length of axis ``dim`` (PyTorch's ``size``)."""
+        if dim is None:
+            return self.shape
+        return self.data.shape[_dim_index(dim, self.ndim, "size")]
+
+    def dim(self):
+        """The number of dimensions (PyTorch's name for ``ndim``)."""
+        return self.data.ndim
 
     def __len__(self):
         if self.ndim == 0:
@@ -107,6 +122,36 @@ class Tensor:
         """A new leaf Tensor sharing this one's data, cut off from the graph."""
         return Tensor(self.data)
 
+    def clone(self):
+        """A copy of the data; differentiable (its gradient flows back to this Tensor)."""
+        return _ops.clone(self)
+
+    # ------------------------------------------------------------- in place
+    def zero_(self):
+        """Set every value to 0 in place and return self, e.g. ``x.grad.zero_()``."""
+        return self.fill_(0)
+
+    def fill_(self, value):
+        """Set every value to ``value`` in place and return self.
+
+        As in PyTorch, a leaf that requires grad may only be changed under
+        ``no_grad``. cugn records no in-place operations, so a Tensor computed by
+        recorded operations may not be changed at all.
+        """
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                f"fill_()/zero_() on a tensor computed by recorded operations "
+                f"(grad_fn=<{self.grad_fn.name}>): cugn records no in-place operations; "
+                "make a new tensor instead, e.g. cugn.zeros_like(t)")
+        if self._requires_grad and is_grad_enabled():
+            raise RuntimeError(
+                "a leaf tensor that requires grad cannot be changed in place (fill_()/zero_()) "
+                "while gradients are recorded; do it under cugn.no_grad()")
+        if isinstance(value, Tensor):
+            value = value.item()
+        self.data.fill(value)
+        return self
+
     def to(self, device=None, dtype=None):
         """Move to ``device`` and/or cast to ``dtype``; differentiable, like PyTorch's."""
         result = self
@@ -118,6 +163,15 @@ class Tensor:
 
     def astype(self, dtype):
         return self.to(dtype=dtype)
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    def half(self):
+        return self.to(dtype=np.float16)
 
     def cpu(self):
         return self.to("cpu")
@@ -310,32 +364,38 @@ class Tensor:
     def silu(self):
         return _ops.silu(self)
 
-    def softmax(self, axis=-1):
-        return _ops.softmax(self, axis)
+    # Reductions and shape ops take NumPy's axis=/keepdims= or PyTorch's dim=/keepdim=.
+    def softmax(self, axis=None, *, dim=None):
+        return _ops.softmax(self, axis, dim=dim)
 
-    def log_softmax(self, axis=-1):
-        return _ops.log_softmax(self, axis)
+    def log_softmax(self, axis=None, *, dim=None):
+        return _ops.log_softmax(self, axis, dim=dim)
 
-    def sum(self, axis=None, keepdims=False):
-        return _ops.sum(self, axis, keepdims)
+    def sum(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        return _ops.sum(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
-    def mean(self, axis=None, keepdims=False):
-        return _ops.mean(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        return _ops.mean(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
-    def var(self, axis=None, keepdims=False, ddof=0):
-        return _ops.var(self, axis, keepdims, ddof)
+    def var(self, axis=None, keepdims=None, ddof=None, *, dim=None, keepdim=None,
+            correction=None):
+        return _ops.var(self, axis, keepdims, ddof, dim=dim, keepdim=keepdim,
+                        correction=correction)
 
-    def max(self, axis=None, keepdims=False):
-        return _ops.max(self, axis, keepdims)
+    def max(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        return _ops.max(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
     def reshape(self, *shape):
         return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
 
-    def permute(self, *axes):
-        return _ops.permute(self, axes[0] if len(axes) == 1 else axes)
+    def permute(self, *axes, dims=None):
+        if dims is not None and axes:
+            raise TypeError(f"permute got both axes {axes} and dims={dims!r}; give one")
+        return _ops.permute(self, dims if dims is not None else
+                            axes[0] if len(axes) == 1 else axes)
 
-    def transpose(self, axis0, axis1):
-        return _ops.transpose(self, axis0, axis1)
+    def transpose(self, axis0=None, axis1=None, *, dim0=None, dim1=None):
+        return _ops.transpose(self, axis0, axis1, dim0=dim0, dim1=dim1)
 
     @property
     def T(self):
@@ -348,6 +408,16 @@ def as_tensor(value):
     if isinstance(value, Tensor):
         return value
     return Tensor(value) if backend.is_array(value) else tensor(value)
+
+
+def _dim_index(dim, ndim, name):
+    """``dim`` as a non-negative axis; IndexError when out of range, as in PyTorch."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{name}(): dim must be an int, got {dim!r}")
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"{name}(): dim {dim} is out of range for a tensor of {ndim} "
+                         f"dimensions")
+    return int(dim) % ndim
 
 
 def _compare(ufunc, a, b):

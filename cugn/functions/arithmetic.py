@@ -20,6 +20,10 @@ def operand(value):
     """A Tensor, or a plain Python number left as it is. NumPy scalars count as
     Python numbers (as in PyTorch): ``x * np.float64(0.1)`` keeps x's dtype and
     the exact value."""
+    # The common cases first (this runs per op); np.float64 is a float subclass, so the
+    # exact type is compared.
+    if isinstance(value, Tensor) or type(value) in (float, int):
+        return value
     if isinstance(value, np.generic) and value.ndim == 0 and value.dtype.kind in "biufc":
         return value.item()
     if isinstance(value, numbers.Number):
@@ -39,7 +43,9 @@ class Add(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return sum_to(grad, ctx.shapes[0]), sum_to(grad, ctx.shapes[1])
+        needs = ctx.needs_input_grad
+        return (sum_to(grad, ctx.shapes[0]) if needs[0] else None,
+                sum_to(grad, ctx.shapes[1]) if needs[1] else None)
 
 
 class Sub(Function):
@@ -50,7 +56,9 @@ class Sub(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return sum_to(grad, ctx.shapes[0]), sum_to(-grad, ctx.shapes[1])
+        needs = ctx.needs_input_grad
+        return (sum_to(grad, ctx.shapes[0]) if needs[0] else None,
+                sum_to(-grad, ctx.shapes[1]) if needs[1] else None)
 
 
 class Mul(Function):

@@ -1,8 +1,12 @@
 """Elementwise functions. Each backward is written with Tensor operations on the
-saved input or output, so it is itself differentiable."""
+saved input or output, so it is itself differentiable. The activations whose
+gradients take several operations (sigmoid, silu) also have a first-order
+backward on raw arrays, updated in place, for when no graph is being built:
+one temporary instead of one per operation."""
 
 from .. import backend
 from ..engine.function import Function
+from ..engine.grad_mode import is_grad_enabled
 from ..engine.tensor import Tensor, as_tensor
 
 
@@ -69,23 +73,40 @@ class Tanh(Function):
 
 
 def _stable_sigmoid(a):
-    """1 / (1 + exp(-a)) without overflow: exp is only taken of -|a|."""
+    """(sigmoid(a), a spare array of a's shape and dtype that the caller may overwrite).
+
+    1 / (1 + exp(-a)) without overflow: with e = exp(-|a|) (at most 1), it is
+    1 / (1 + e) for a >= 0 and e / (1 + e) below, and the numerator is max(e, a >= 0).
+    Two arrays updated in place, and no np.where (slow on mixed signs).
+    """
     xp = backend.array_module(a)
-    e = xp.exp(-xp.abs(a))
-    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+    result = xp.abs(a)
+    xp.negative(result, out=result)
+    xp.exp(result, out=result)  # e
+    denominator = result + 1
+    xp.maximum(result, a >= 0, out=result)
+    xp.divide(result, denominator, out=result)
+    return result, denominator
 
 
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
-        result = _stable_sigmoid(a)
+        result, _ = _stable_sigmoid(a)
         ctx.save_for_backward(result)
         return result
 
     @staticmethod
     def backward(ctx, grad):
         (result,) = ctx.saved_tensors
-        return grad * result * (1 - result)
+        if is_grad_enabled():  # create_graph: recorded, so differentiable again
+            return grad * result * (1 - result)
+        # grad * s * (1 - s) in one temporary.
+        s = result.data
+        out = 1 - s
+        out *= s
+        out *= grad.data
+        return Tensor(out)
 
 
 class ReLU(Function):
@@ -93,9 +114,9 @@ class ReLU(Function):
 
     @staticmethod
     def forward(ctx, a):
-        positive = a > 0
-        ctx.mask = positive.astype(a.dtype)
-        return backend.array_module(a).where(positive, a, a.dtype.type(0))  # relu(-inf) = 0
+        ctx.mask = a > 0  # the gradient is grad times it: bool multiplies as 0 and 1
+        # max(a, 0): relu(-inf) = 0 and NaN stays NaN, as in PyTorch.
+        return backend.array_module(a).maximum(a, a.dtype.type(0))
 
     @staticmethod
     def backward(ctx, grad):
@@ -109,14 +130,24 @@ class SiLU(Function):
 
     @staticmethod
     def forward(ctx, a):
-        ctx.save_for_backward(a)
-        return a * _stable_sigmoid(a)
+        s, spare = _stable_sigmoid(a)
+        result = backend.array_module(a).multiply(a, s, out=spare)
+        ctx.save_for_backward(a, s, result)
+        return result
 
     @staticmethod
     def backward(ctx, grad):
-        (a,) = ctx.saved_tensors
-        s = sigmoid(a)
-        return grad * (s * (1 + a * (1 - s)))
+        a, s, result = ctx.saved_tensors
+        if is_grad_enabled():  # create_graph: sigmoid recorded from a, so differentiable
+            s = sigmoid(a)
+            return grad * (s * (1 + a * (1 - s)))
+        # grad * s * (1 + a * (1 - s)) = grad * (silu * (1 - s) + s), in one temporary.
+        s = s.data
+        out = 1 - s
+        out *= result.data
+        out += s
+        out *= grad.data
+        return Tensor(out)
 
 
 def exp(a):

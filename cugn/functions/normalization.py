@@ -83,8 +83,10 @@ def feature_axes(axis, shape):
     return tuple(sorted(result))
 
 
-def resolve_groups(groups, channels):
-    """The group count for ``channels`` channels (``-1`` becomes ``channels``)."""
+def resolve_groups(groups, channels, shape=None, axes=None):
+    """The group count for ``channels`` channels (``-1`` becomes ``channels``). Given the
+    input's ``shape`` and feature ``axes``, an error also says when the input's other
+    end would fit (a channels-first input normalised over ``axis=-1``)."""
     if channels == 0:
         raise ValueError("group normalization needs at least one channel on the feature "
                          "axes, got 0")
@@ -92,14 +94,28 @@ def resolve_groups(groups, channels):
         return channels
     if groups > channels:
         raise ValueError(
-            f"Number of groups ({groups}) cannot be more than the number of channels ({channels})."
+            f"Number of groups ({groups}) cannot be more than the number of channels "
+            f"({channels}).{_other_end_hint(groups, shape, axes)}"
         )
     if channels % groups:
         raise ValueError(
             f"Number of channels ({channels}) must be a multiple of the number of groups "
-            f"({groups})."
+            f"({groups}).{_other_end_hint(groups, shape, axes)}"
         )
     return groups
+
+
+def _other_end_hint(groups, shape, axes):
+    """" The input ... has 32 channels on axis 1: channels-first inputs need axis=1." when
+    the feature axis is one end of a rank >= 3 input and the other end fits the groups."""
+    if shape is None or len(shape) < 3 or axes not in ((1,), (len(shape) - 1,)):
+        return ""
+    other, layout = (1, "channels-first") if axes == (len(shape) - 1,) else (-1, "channels-last")
+    size = shape[other]
+    if size is None or size < groups or size % groups:
+        return ""
+    return (f" The input of shape {tuple(shape)} has {size} channels on axis {other}: "
+            f"{layout} inputs need axis={other}.")
 
 
 # ------------------------------------------------------------------ the op
@@ -165,7 +181,7 @@ def group_norm(x, groups, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     epsilon = check_epsilon(epsilon)
     shape = tuple(x.shape[a] for a in axes)
     channels = int(np.prod(shape))
-    layout = GroupLayout(x.shape, axes, resolve_groups(groups, channels))
+    layout = GroupLayout(x.shape, axes, resolve_groups(groups, channels, x.shape, axes))
     gamma = _check_param(gamma, "gamma", shape, x)
     beta = _check_param(beta, "beta", shape, x)
     return GroupNorm.apply(x, gamma, beta, layout, epsilon)

@@ -6,7 +6,7 @@ import operator
 from .. import backend
 from ..engine.function import Function
 from ..engine.tensor import Tensor, as_tensor
-from .shape import broadcast_to
+from .shape import alias, broadcast_to
 
 
 def _axes(axis, ndim):
@@ -95,13 +95,18 @@ class LogSoftmax(Function):
         return grad - result.exp() * grad.sum(axis=ctx.axis, keepdims=True), None
 
 
-def sum(a, axis=None, keepdims=False):  # noqa: A001 - the function's name
+# Every reduction takes NumPy's axis= and keepdims= or PyTorch's dim= and keepdim=.
+
+
+def sum(a, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001 - its name
     a = as_tensor(a)
+    axis, keepdims = _axis_keepdims(axis, keepdims, dim, keepdim)
     return Sum.apply(a, _axes(axis, a.ndim), keepdims)
 
 
-def mean(a, axis=None, keepdims=False):
+def mean(a, axis=None, keepdims=None, *, dim=None, keepdim=None):
     a = as_tensor(a)
+    axis, keepdims = _axis_keepdims(axis, keepdims, dim, keepdim)
     axes = _axes(axis, a.ndim)
     count = 1
     for i in axes:
@@ -109,9 +114,12 @@ def mean(a, axis=None, keepdims=False):
     return sum(a, axes, keepdims) * (1.0 / count if count else float("nan"))
 
 
-def var(a, axis=None, keepdims=False, ddof=0):
-    """Variance by the two-pass formula (biased by default, like NumPy and Keras)."""
+def var(a, axis=None, keepdims=None, ddof=None, *, dim=None, keepdim=None, correction=None):
+    """Variance by the two-pass formula, biased by default like NumPy and Keras (PyTorch's
+    default is ``correction=1``); ``ddof`` and ``correction`` are the same argument."""
     a = as_tensor(a)
+    axis, keepdims = _axis_keepdims(axis, keepdims, dim, keepdim)
+    ddof = alias("ddof", ddof, "correction", correction, 0)
     axes = _axes(axis, a.ndim)
     count = 1
     for i in axes:
@@ -121,19 +129,28 @@ def var(a, axis=None, keepdims=False, ddof=0):
     return sum(centered * centered, axes, keepdims) * (1.0 / divisor if divisor > 0 else float("nan"))
 
 
-def max(a, axis=None, keepdims=False):  # noqa: A001 - the function's name
+def max(a, axis=None, keepdims=None, *, dim=None, keepdim=None):  # noqa: A001 - its name
+    """The largest values over ``axis``: PyTorch's ``amax`` (no indices are returned)."""
     a = as_tensor(a)
+    axis, keepdims = _axis_keepdims(axis, keepdims, dim, keepdim)
     axes = _axes(axis, a.ndim)
     if any(a.shape[i] == 0 for i in axes):
         raise ValueError(f"max over an empty axis: shape {a.shape}, axis {axis!r}")
     return Max.apply(a, axes, keepdims)
 
 
-def softmax(a, axis=-1):
+def softmax(a, axis=None, *, dim=None):
     a = as_tensor(a)
+    axis = alias("axis", axis, "dim", dim, -1)
     return Softmax.apply(a, _axes(operator.index(axis), a.ndim)[0])
 
 
-def log_softmax(a, axis=-1):
+def log_softmax(a, axis=None, *, dim=None):
     a = as_tensor(a)
+    axis = alias("axis", axis, "dim", dim, -1)
     return LogSoftmax.apply(a, _axes(operator.index(axis), a.ndim)[0])
+
+
+def _axis_keepdims(axis, keepdims, dim, keepdim):
+    return alias("axis", axis, "dim", dim, None), bool(alias("keepdims", keepdims, "keepdim",
+                                                             keepdim, False))

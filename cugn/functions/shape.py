@@ -1,5 +1,5 @@
 """Operations that move or select values without arithmetic: reshape, permute,
-broadcast, indexing, concatenate, stack, dtype casts and device moves."""
+broadcast, indexing, concatenate, stack, copies, dtype casts and device moves."""
 
 import numbers
 
@@ -135,6 +135,16 @@ class Stack(Function):
         return (None, *(grad[(slice(None),) * axis + (i,)] for i in range(count)))
 
 
+class Clone(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return a.copy()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
 class Cast(Function):
     @staticmethod
     def forward(ctx, a, dtype):
@@ -167,6 +177,17 @@ def reshape(a, shape):
     return Reshape.apply(as_tensor(a), _normalize_shape(shape))
 
 
+def alias(name, value, torch_name, torch_value, default):
+    """An argument given by NumPy's name (axis, keepdims) or PyTorch's (dim, keepdim),
+    or ``default`` when neither is; both at once is an error."""
+    if torch_value is None:
+        return default if value is None else value
+    if value is not None:
+        raise TypeError(f"got both {name}={value!r} and {torch_name}={torch_value!r}, NumPy's "
+                        "and PyTorch's names for one argument; give one")
+    return torch_value
+
+
 def check_axis(axis, ndim, name="axis"):
     """``axis`` as a non-negative int below ``ndim``, or a clear error naming it."""
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
@@ -176,17 +197,24 @@ def check_axis(axis, ndim, name="axis"):
     return int(axis) % ndim
 
 
-def permute(a, axes):
+def permute(a, axes=None, *, dims=None):
     a = as_tensor(a)
+    axes = alias("axes", axes, "dims", dims, None)
+    if axes is None:
+        raise TypeError("permute needs the axes (or dims), a permutation of the tensor's axes")
     axes = tuple(check_axis(axis, a.ndim, "axes") for axis in axes)
     if sorted(axes) != list(range(a.ndim)):
         raise ValueError(f"axes {axes} is not a permutation of the {a.ndim} axes of the tensor")
     return Permute.apply(a, axes)
 
 
-def transpose(a, axis0, axis1):
+def transpose(a, axis0=None, axis1=None, *, dim0=None, dim1=None):
     """Swap two axes (PyTorch's ``transpose``)."""
     a = as_tensor(a)
+    axis0, axis1 = alias("axis0", axis0, "dim0", dim0, None), alias("axis1", axis1, "dim1",
+                                                                     dim1, None)
+    if axis0 is None or axis1 is None:
+        raise TypeError("transpose needs two axes: transpose(a, axis0, axis1)")
     axis0, axis1 = check_axis(axis0, a.ndim, "axis0"), check_axis(axis1, a.ndim, "axis1")
     axes = list(range(a.ndim))
     axes[axis0], axes[axis1] = axes[axis1], axes[axis0]
@@ -201,6 +229,8 @@ def broadcast_to(a, shape):
 
 def sum_to(a, shape):
     """Sum ``a`` down to ``shape`` (the gradient of broadcasting)."""
+    if a.shape == shape:  # every gradient of an operand that was not broadcast
+        return a
     shape = _normalize_shape(shape)
     return a if a.shape == shape else SumTo.apply(a, shape)
 
@@ -220,18 +250,25 @@ def _plain_index(index):
     return index
 
 
-def concatenate(tensors, axis=0):
+def concatenate(tensors, axis=None, *, dim=None):
+    axis = alias("axis", axis, "dim", dim, 0)
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
     return Concatenate.apply(check_axis(axis, tensors[0].ndim), *tensors)
 
 
-def stack(tensors, axis=0):
+def stack(tensors, axis=None, *, dim=None):
+    axis = alias("axis", axis, "dim", dim, 0)
     tensors = [as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack needs at least one tensor")
     return Stack.apply(check_axis(axis, tensors[0].ndim + 1), *tensors)
+
+
+def clone(a):
+    """A copy of ``a``'s data whose gradient flows back to ``a``."""
+    return Clone.apply(as_tensor(a))
 
 
 def cast(a, dtype):

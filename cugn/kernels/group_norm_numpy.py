@@ -9,7 +9,9 @@ over memory, and the chunks run on a thread pool (NumPy releases the GIL).
 Statistics take two passes over each chunk: the mean (summed from values
 shifted by a pivot), then the squares of the values centred on it, so the
 variance stays accurate when |mean| >> std or when one value lies far from
-the rest, even with float32 accumulators.
+the rest, even with float32 accumulators. Every sum runs over blocks of at most
+BLOCK values, whose sums are added in float64, so that float32 keeps its digits
+on groups of millions of values.
 """
 
 import os
@@ -21,6 +23,7 @@ from ..backend import compute_dtype
 from ..profiling.nvtx import kernel_range
 
 CHUNK_BYTES = 1 << 19  # per chunk of samples: small enough to stay in a core's L2 cache
+BLOCK = 256  # values summed one after another; the sums of blocks are added in float64
 _pool = None
 
 
@@ -143,23 +146,56 @@ def _empty_forward(x, layout, dtype, epsilon):
 
 def _channel_dot(a, b):
     """Per-channel sums of a * b over M and S for (n, M, G, D, S) chunks: shape (n, G*D)."""
-    n, m, g, d, s = a.shape
-    if s == 1:
-        return np.einsum("nmk,nmk->nk", a.reshape(n, m, g * d), b.reshape(n, m, g * d))
-    if m == 1:
-        return np.einsum("nks,nks->nk", a.reshape(n, g * d, s), b.reshape(n, g * d, s))
-    return np.einsum("nmks,nmks->nk", a.reshape(n, m, g * d, s), b.reshape(n, m, g * d, s))
+    return _blocked_sums(lambda p, q: np.einsum("nabkcd,nabkcd->nakc", p, q), a, b)
 
 
 def _channel_sums(a, dtype):
     """Sums of a (n, M, G, D, S) chunk over M and S: shape (n, G, D)."""
-    a = a[:, 0] if a.shape[1] == 1 else a.sum(axis=1, dtype=dtype)
-    return a.sum(axis=-1, dtype=dtype)
+    n, _, g, d, _ = a.shape
+    return _blocked_sums(lambda p: p.sum(axis=(2, 5), dtype=dtype), a).reshape(n, g, d)
 
 
 def _group_sums(a, dtype):
     """Sums of a (n, M, G, D, S) chunk over M, D and S: shape (n, G)."""
     return _channel_sums(a, dtype).sum(axis=-1)
+
+
+def _blocked_sums(reduce, *arrays):
+    """Per-channel sums over M and S of (n, M, G, D, S) chunks, as (n, G*D) in their dtype.
+
+    NumPy adds along a strided axis, and einsum along any axis, one value after
+    the other, so a float32 sum of a million values would lose about three digits.
+    Instead M and S are cut into blocks of at most BLOCK values each, ``reduce``
+    sums each block (it gets 6-D views (n, blocks of M, M per block, G*D, blocks of
+    S, S per block) and returns (n, blocks of M, G*D, blocks of S)), and the block
+    sums are added in float64: the error stays that of one block's sum.
+    """
+    n, m, g, d, s = arrays[0].shape
+    arrays = [a.reshape(n, m, g * d, s) for a in arrays]
+    in_s = min(s, BLOCK)
+    in_m = max(1, BLOCK // in_s)
+    total = None
+    for m_pieces in _split(arrays, 1, in_m):
+        for pieces in _split(m_pieces, 4, in_s):
+            partial = reduce(*pieces).sum(axis=(1, 3), dtype=np.float64)
+            total = partial if total is None else total + partial
+    return total.astype(arrays[0].dtype, copy=False)
+
+
+def _split(arrays, axis, block):
+    """Each array's ``axis`` cut into (count, block), plus (1, rest) when block does
+    not divide it: a list of same-shaped tuples of views, one axis longer than given."""
+    length = arrays[0].shape[axis]
+    block = min(block, length)
+    count, rest = divmod(length, block)
+    index = (slice(None),) * axis
+    head = count * block
+    pieces = [tuple(a[index + (slice(0, head),)].reshape(
+        a.shape[:axis] + (count, block) + a.shape[axis + 1:]) for a in arrays)]
+    if rest:
+        pieces.append(tuple(a[index + (slice(head, None),)].reshape(
+            a.shape[:axis] + (1, rest) + a.shape[axis + 1:]) for a in arrays))
+    return pieces
 
 
 def _per_group(values, channels_per_group):

@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from .. import activations, backend, constraints, initializers, regularizers
+from .. import activations, backend, constraints, initializers, random, regularizers
 from ..engine.tensor import Tensor
 from ..functions import matmul
 from ..functions.convolution import check_data_format
@@ -155,12 +155,13 @@ class Dropout(Layer):
         super().__init__(**kwargs)
         self.rate = float(rate)
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        # Without a seed, masks come from cugn's generator (cugn.manual_seed).
+        self._rng = None if seed is None else np.random.default_rng(seed)
 
     def call(self, inputs, training=False):
         if not training or self.rate == 0:
             return inputs
-        keep = self._rng.random(inputs.shape) >= self.rate
+        keep = (self._rng or random.generator()).random(inputs.shape) >= self.rate
         mask = (keep / (1.0 - self.rate)).astype(inputs.dtype)
         return inputs * Tensor(backend.to_device(mask, inputs.device))
 

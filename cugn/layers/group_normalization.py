@@ -60,7 +60,7 @@ class GroupNormalization(Layer):
                     f"layer received an input with shape {input_shape}."
                 )
         feature_shape = tuple(input_shape[a] for a in axes)
-        self.groups = resolve_groups(self.groups, math.prod(feature_shape))
+        self.groups = resolve_groups(self.groups, math.prod(feature_shape), input_shape, axes)
         if self.scale:
             self.gamma = self.add_weight("gamma", feature_shape, self.gamma_initializer,
                                          self.gamma_regularizer, self.gamma_constraint)

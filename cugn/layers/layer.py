@@ -46,6 +46,18 @@ def _policy_name(dtype):
     return name
 
 
+def _named_dtype(name):
+    """np.dtype of a policy's dtype name; bfloat16 comes from ml_dtypes."""
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise RuntimeError("a bfloat16 dtype policy needs ml_dtypes: pip install ml_dtypes") \
+                from None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def _npz_path(path):
     """``path`` with the ".npz" suffix that ``numpy.savez`` would add."""
     path = os.fspath(path)
@@ -65,7 +77,10 @@ class Layer:
     """Weights, the trainable flag, regularization losses, get/set weights and
     config. Subclasses implement ``build(input_shape)`` (creating weights with
     ``add_weight``) and ``call(inputs)``; ``__call__`` builds on first use, with
-    the weights on the input's device."""
+    the weights on the input's device, and casts floating inputs to the compute
+    dtype first, as Keras's autocast does."""
+
+    autocast = True  # containers (Sequential) leave the casting to their layers
 
     def __init__(self, name=None, dtype=None, trainable=True, **kwargs):
         if kwargs:
@@ -84,7 +99,13 @@ class Layer:
     def dtype(self):
         """The dtype of the weights (float32 under a mixed policy, as in Keras)."""
         policy = self.dtype_policy
-        return np.dtype("float32" if policy.startswith("mixed_") else policy)
+        return _named_dtype("float32" if policy.startswith("mixed_") else policy)
+
+    @property
+    def compute_dtype(self):
+        """The dtype floating inputs are cast to: the policy's, or float16/bfloat16 under
+        mixed_float16/mixed_bfloat16, as in Keras."""
+        return _named_dtype(self.dtype_policy.removeprefix("mixed_"))
 
     # ------------------------------------------------------------- weights
     def add_weight(self, name, shape, initializer="zeros", regularizer=None, constraint=None,
@@ -195,6 +216,9 @@ class Layer:
             nvtx.push_layer(self)
         try:
             inputs = as_tensor(inputs)
+            if self.autocast and backend.is_floating(inputs.dtype) and (
+                    inputs.dtype != self.compute_dtype):
+                inputs = inputs.to(dtype=self.compute_dtype)
             if not self.built:
                 self._device = inputs.device
                 self.build(inputs.shape)

@@ -21,6 +21,8 @@ class Sequential(Layer):
     its layers. ``model(x, training=True)`` passes ``training`` to the layers whose
     ``call`` takes it (Dropout)."""
 
+    autocast = False  # each layer casts its own inputs
+
     def __init__(self, layers=None, **kwargs):
         super().__init__(**kwargs)
         self._layers = []
