@@ -416,6 +416,10 @@ def test_host_memory_and_wrong_dtypes_are_caught():
         finalize((1,), (256,), (acc, device.empty(3, np.float64), acc, acc, acc, acc, *scalars))
     with pytest.raises(TypeError, match="7 arguments for 13 parameters"):
         finalize((1,), (256,), (acc,) * 7)
+    frozen = device.empty(12, np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(TypeError, match="'mean' is read-only, and the kernel writes it"):
+        finalize((1,), (256,), (acc, acc, frozen, acc, acc, acc, *scalars))
 
 
 def test_each_launch_is_inside_a_named_nvtx_kernel_range(monkeypatch):

@@ -180,7 +180,7 @@ class Device:
         for allocation in live:
             offset = allocation.damaged_guard()
             if offset is not None:
-                names = passed.get(id(allocation), ("no argument",))
+                names = passed.get(id(allocation), ("not an argument of the launch",))
                 raise library.KernelError(
                     f"{kernel.name_expression}: wrote outside an allocation of "
                     f"{allocation.nbytes} bytes ({', '.join(names)}), at byte {offset}")
@@ -202,6 +202,9 @@ class Device:
                             f"{parameter.type_name}")
         if not value.flags.c_contiguous:
             raise TypeError(f"{where} is not C-contiguous (strides {value.strides})")
+        if not parameter.const and not value.flags.writeable:
+            raise TypeError(f"{where} is read-only, and the kernel writes it "
+                            f"({parameter.type_name})")
         passed.setdefault(id(allocation), ())
         passed[id(allocation)] += (parameter.name,)
         return value.data.ptr
