@@ -202,7 +202,7 @@ class Engine {
   void** args_ = nullptr;
   uint3 block_{};
   Options options_{};
-  int exited_ = 0, waiting_ = 0, at_barrier_ = 0;
+  int exited_ = 0, at_barrier_ = 0;
   const char* barrier_file_ = nullptr;
   int barrier_line_ = 0;
   bool aborted_ = false;
@@ -358,35 +358,34 @@ void Engine::wait_at_barrier(const char* file, int line) {
   std::unique_lock<std::mutex> lock(mutex_);
   const int id = current_thread;
   if (aborted_) throw Abort();
-  const std::string here = "__syncthreads (" + where(file, line) + ")";
+  // Built only for a report: barriers and shuffles are the launcher's hot path.
+  const auto here = [&] { return "__syncthreads (" + where(file, line) + ")"; };
   if (exited_ > 0) {
-    fail_locked(here + " reached by thread " + std::to_string(id) + " after threads " +
+    fail_locked(here() + " reached by thread " + std::to_string(id) + " after threads " +
                 ranges(threads_in(State::kExited)) + " exited");
     throw Abort();
   }
   if (at_barrier_ > 0 && (barrier_line_ != line || std::strcmp(barrier_file_, file) != 0)) {
-    fail_locked("divergent barriers: thread " + std::to_string(id) + " reached " + here +
+    fail_locked("divergent barriers: thread " + std::to_string(id) + " reached " + here() +
                 " while threads " + ranges(threads_in(State::kBarrier)) +
                 " wait at __syncthreads (" + where(barrier_file_, barrier_line_) + ")");
     throw Abort();
   }
   const PendingShuffle& pending = warps_[id / 32];
   if (pending.active && (pending.mask >> (id % 32) & 1u)) {
-    fail_locked("thread " + std::to_string(id) + " reached " + here + " while lanes of its warp " +
-                "wait for it at " + shuffle_name(pending.kind) + " (" +
+    fail_locked("thread " + std::to_string(id) + " reached " + here() +
+                " while lanes of its warp wait for it at " + shuffle_name(pending.kind) + " (" +
                 where(pending.file, pending.line) + ")");
     throw Abort();
   }
   barrier_file_ = file;
   barrier_line_ = line;
   threads_[id]->state = State::kBarrier;
-  ++waiting_;
   if (++at_barrier_ == int(threads_.size())) {
     for (auto& t : threads_) {
       t->state = State::kRunning;
       t->turn.notify_one();
     }
-    waiting_ -= at_barrier_;
     at_barrier_ = 0;
   }
   started_waiting();
@@ -409,21 +408,26 @@ uint64_t Engine::wait_at_shuffle(unsigned mask, uint64_t bits, int size, Shuffle
   const int id = current_thread;
   if (aborted_) throw Abort();
   const int lane = id % 32, warp = id / 32;
-  const std::string here = std::string(shuffle_name(kind)) + " (" + where(file, line) + ")";
-  const std::string who = "lane " + std::to_string(lane) + " of warp " + std::to_string(warp);
+  // Built only for a report: barriers and shuffles are the launcher's hot path.
+  const auto here = [&] {
+    return std::string(shuffle_name(kind)) + " (" + where(file, line) + ")";
+  };
+  const auto who = [&] {
+    return "lane " + std::to_string(lane) + " of warp " + std::to_string(warp);
+  };
   if (!(mask >> lane & 1u)) {
-    fail_locked(who + " calls " + here + " with a mask that leaves it out");
+    fail_locked(who() + " calls " + here() + " with a mask that leaves it out");
     throw Abort();
   }
   if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
-    fail_locked(who + " calls " + here + " with width " + std::to_string(width) +
+    fail_locked(who() + " calls " + here() + " with width " + std::to_string(width) +
                 ", not a power of two <= 32");
     throw Abort();
   }
   for (int l = 0; l < 32; ++l) {
     const int t = warp * 32 + l;
     if ((mask >> l & 1u) && (t >= int(threads_.size()) || threads_[t]->state == State::kExited)) {
-      fail_locked(who + " calls " + here + " naming lane " + std::to_string(l) +
+      fail_locked(who() + " calls " + here() + " naming lane " + std::to_string(l) +
                   ", which has exited or does not exist");
       throw Abort();
     }
@@ -440,7 +444,7 @@ uint64_t Engine::wait_at_shuffle(unsigned mask, uint64_t bits, int size, Shuffle
     s.line = line;
   } else if (s.mask != mask || s.kind != kind || s.size != size || s.width != width ||
              s.line != line || std::strcmp(s.file, file) != 0) {
-    fail_locked("divergent shuffles: " + who + " calls " + here + " while lanes of its warp " +
+    fail_locked("divergent shuffles: " + who() + " calls " + here() + " while lanes of its warp " +
                 "wait at " + shuffle_name(s.kind) + " (" + where(s.file, s.line) + ")");
     throw Abort();
   }
@@ -448,7 +452,6 @@ uint64_t Engine::wait_at_shuffle(unsigned mask, uint64_t bits, int size, Shuffle
   s.operand[lane] = operand;
   s.arrived |= 1u << lane;
   threads_[id]->state = State::kShuffle;
-  ++waiting_;
   if (s.arrived == s.mask) {
     s.active = false;
     for (int l = 0; l < 32; ++l) {
@@ -461,7 +464,7 @@ uint64_t Engine::wait_at_shuffle(unsigned mask, uint64_t bits, int size, Shuffle
       if (source <= last) {
         if (!(s.mask >> source & 1u)) {
           fail_locked("lane " + std::to_string(l) + " of warp " + std::to_string(warp) +
-                      " reads lane " + std::to_string(source) + " at " + here +
+                      " reads lane " + std::to_string(source) + " at " + here() +
                       ", which the mask leaves out");
           throw Abort();
         }
@@ -471,7 +474,6 @@ uint64_t Engine::wait_at_shuffle(unsigned mask, uint64_t bits, int size, Shuffle
       t.shuffle_result = value;
       t.state = State::kRunning;
       t.turn.notify_one();
-      --waiting_;
     }
   }
   started_waiting();
@@ -593,7 +595,9 @@ std::string Engine::launch(Invoke invoke, void (*kernel)(), void** args, uint3 g
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) order.push_back({x, y, z});
   if (options.block_order == 1) std::reverse(order.begin(), order.end());
-  if (options.block_order == 2) std::shuffle(order.begin(), order.end(), std::mt19937_64(options.seed));
+  if (options.block_order == 2) {
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(options.seed));
+  }
   for (const uint3& b : order) {
     for (const auto& s : shared) std::memset(s.first, 0xff, s.second);  // NaN in every float
     happens_before(&generation_);
@@ -610,7 +614,7 @@ bool Engine::run_block(uint3 b, Invoke invoke, void (*kernel)(), void** args,
     std::unique_lock<std::mutex> lock(mutex_);
     for (auto& t : threads_) t->state = State::kRunning;
     for (auto& w : warps_) w = PendingShuffle();
-    exited_ = waiting_ = at_barrier_ = 0;
+    exited_ = at_barrier_ = 0;
     aborted_ = false;
     invoke_ = invoke;
     kernel_ = kernel;
