@@ -531,15 +531,11 @@ __global__ void shuffles(const int* __restrict__ in, int* __restrict__ out, unsi
 
 
 def run_shuffles(mask, delta, width, threads=64):
-    from cugn.kernels.cuda_on_cpu import build, library
-
-    path = build.build(SHUFFLES, ["cugn::shuffles"], {}, (), VARIANT)
-    kernel = library.Library(path, SHUFFLES).kernels["cugn::shuffles"]
-    device = make_device()
+    device = make_device(source=cuda_loader.source() + SHUFFLES)
+    shuffles = device.compile(["cugn::shuffles"])["cugn::shuffles"]
     values = device.asarray(np.arange(100, 100 + threads, dtype=np.int32))
     out = device.zeros(2 * threads, np.int32)
-    device.launch(kernel, (1,), (threads,), (values, out, np.uint32(mask), np.int32(delta),
-                                              np.int32(width)))
+    shuffles((1,), (threads,), (values, out, np.uint32(mask), np.int32(delta), np.int32(width)))
     return np.array(out[:threads]) - 100, np.array(out[threads:]) - 100
 
 
@@ -598,19 +594,14 @@ def special_floats(rng):
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.float16), BFLOAT16], ids=dtype_ids)
 def test_conversions_round_to_nearest_even_and_widen_exactly(dtype):
-    from cugn.kernels.cuda_on_cpu import build, library
-
     ctype = cuda_loader.STORAGE_TYPES[dtype]
-    names = [f"cugn::round_from_float<{ctype}>", f"cugn::widen_to_float<{ctype}>"]
-    source = cuda_loader.source() + CONVERSIONS
-    path = build.build(source, names, {"cugn::Half": "float16", "cugn::BFloat16": "bfloat16"},
-                       [o for o in cuda_loader.OPTIONS if o.startswith("-D")], VARIANT)
-    kernels = library.Library(path, source).kernels
-    device = make_device()
+    device = make_device(source=cuda_loader.source() + CONVERSIONS)
+    round_from_float, widen_to_float = device.compile(
+        [f"cugn::round_from_float<{ctype}>", f"cugn::widen_to_float<{ctype}>"]).values()
     values = special_floats(np.random.default_rng(0))
     n = np.uint32(values.size)
     rounded = device.empty(values.size, dtype)
-    device.launch(kernels[names[0]], (1,), (256,), (device.asarray(values), rounded, n))
+    round_from_float((1,), (256,), (device.asarray(values), rounded, n))
     with np.errstate(over="ignore", invalid="ignore"):
         want = values.astype(dtype)  # NumPy's and ml_dtypes' casts round to nearest even
     got = np.array(rounded)
@@ -618,5 +609,5 @@ def test_conversions_round_to_nearest_even_and_widen_exactly(dtype):
     np.testing.assert_array_equal(np.isnan(got.astype(np.float32)), nan)
     np.testing.assert_array_equal(got[~nan].view(np.uint16), want[~nan].view(np.uint16))
     widened = device.empty(values.size, np.float32)
-    device.launch(kernels[names[1]], (1,), (256,), (rounded, widened, n))
+    widen_to_float((1,), (256,), (rounded, widened, n))
     np.testing.assert_array_equal(np.array(widened)[~nan], want[~nan].astype(np.float32))

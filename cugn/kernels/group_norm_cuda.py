@@ -203,7 +203,8 @@ def _sm_count(device_id):
     return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
 
 
-_WORDS = (np.dtype(np.uint16), np.dtype(np.int16))
+# The integer dtypes that carry bfloat16 bits for the kernels (storage="bfloat16").
+BFLOAT16_WORDS = (np.dtype(np.uint16), np.dtype(np.int16))
 
 
 def _storage(x, storage):
@@ -216,7 +217,7 @@ def _storage(x, storage):
         return x.dtype
     if str(storage) != "bfloat16":
         raise ValueError(f"storage must be None or 'bfloat16', got {storage!r}")
-    if x.dtype not in _WORDS:
+    if x.dtype not in BFLOAT16_WORDS:
         raise TypeError(f"with storage='bfloat16', x must be uint16 or int16 words, "
                         f"got dtype {x.dtype}")
     return np.dtype(ml_dtypes.bfloat16)

@@ -139,8 +139,8 @@ def _compile(command):
 
 
 def _cached(kind, variant, inputs, make):
-    """The cached file for ``inputs``, made by ``make(path)`` on first use; written
-    under a temporary name and renamed, so that concurrent builders agree."""
+    """The cached file for ``inputs``, made by ``make(work, path)`` on first use (in a
+    scratch folder ``work``), then renamed into place, so that concurrent builders agree."""
     key = hashlib.sha256("\0".join([compiler_version(), variant, *inputs]).encode())
     path = cache_directory() / f"{kind}-{variant}-{key.hexdigest()[:24]}"
     if not path.exists():

@@ -18,8 +18,6 @@ from .. import cuda_loader, group_norm_cuda
 from . import build, library, memory
 
 BLOCK_ORDERS = ("forward", "reversed", "shuffled")
-# bfloat16 also travels as 16-bit words, as on a GPU (CuPy has no bfloat16 arrays).
-_WORDS = (np.dtype(np.uint16), np.dtype(np.int16))
 THREAD_ORDERS = ("forward", "reversed")
 
 
@@ -154,7 +152,12 @@ class Device:
 
     def kernels(self, configuration):
         """{name expression: kernel} of ``configuration``, as ``cuda_loader.kernels``."""
-        built = _library(self.source, tuple(configuration.name_expressions()), self.variant)
+        return self.compile(configuration.name_expressions())
+
+    def compile(self, name_expressions):
+        """{name expression: kernel} of the device's source, as ``cupy.RawModule``'s
+        ``name_expressions`` (built for the host on first use, then cached)."""
+        built = _library(self.source, tuple(name_expressions), self.variant)
         return {name: RawKernel(self, kernel) for name, kernel in built.kernels.items()}
 
     def launch(self, kernel, grid, block, args):
@@ -196,7 +199,9 @@ class Device:
         if allocation is None or allocation.device is not self:
             raise TypeError(f"{where} is {type(value).__name__}, not an array in this "
                             f"device's memory ({parameter.type_name})")
-        words = parameter.dtype.name == "bfloat16" and value.dtype in _WORDS
+        # bfloat16 also travels as 16-bit words, as on a GPU (CuPy has no bfloat16 arrays).
+        words = (parameter.dtype.name == "bfloat16"
+                 and value.dtype in group_norm_cuda.BFLOAT16_WORDS)
         if value.dtype != parameter.dtype and not words:
             raise TypeError(f"{where} is a {value.dtype} array, the kernel takes "
                             f"{parameter.type_name}")

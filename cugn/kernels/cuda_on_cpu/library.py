@@ -20,6 +20,11 @@ def parameter_names(source):
             for name, params in _KERNEL.findall(source)}
 
 
+def kernel_name(name_expression):
+    """``forward_apply`` of ``cugn::forward_apply<float, 4, unsigned int, true>``."""
+    return name_expression.split("<")[0].split("::")[-1]
+
+
 class Parameter:
     """One kernel parameter: ``name``, and its type as the compiler saw it."""
 
@@ -40,7 +45,7 @@ class Kernel:
     def __init__(self, library, index, name_expression, parameters):
         self.library = library
         self.name_expression = name_expression
-        self.name = name_expression.split("<")[0].split("::")[-1]
+        self.name = kernel_name(name_expression)
         self.parameters = parameters
         self.invoke = library.cdll.cuda_on_cpu_kernel_invoke(index)
         self.function = library.cdll.cuda_on_cpu_kernel_function(index)
@@ -68,8 +73,8 @@ class Library:
         for i in range(self.cdll.cuda_on_cpu_kernel_count()):
             expression = self.cdll.cuda_on_cpu_kernel_name(i).decode()
             types = self.cdll.cuda_on_cpu_kernel_signature(i).decode().split(",")
-            short = expression.split("<")[0].split("::")[-1]
-            parameters = [Parameter(n, t) for n, t in zip(names[short], types, strict=True)]
+            parameters = [Parameter(n, t) for n, t in zip(names[kernel_name(expression)], types,
+                                                          strict=True)]
             self.kernels[expression] = Kernel(self, i, expression, parameters)
         self.shared = self._shared_arrays()
 

@@ -27,7 +27,7 @@ class DeviceArray(np.ndarray):
 
 
 class Allocation:
-    """One allocation: its bytes, where its data lie among them, and a label."""
+    """One allocation: its bytes, and where its data lie among them."""
 
     def __init__(self, device, nbytes):
         self.device = device
