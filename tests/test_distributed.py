@@ -27,7 +27,7 @@ from cugn.layers import Conv2D, Dense, Flatten, GroupNormalization, Layer, Seque
 from cugn.losses import softmax_cross_entropy
 from cugn.optim import SGD
 
-import nvtx_recorder_script
+import profiling_scripts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHECKS = os.path.join(ROOT, "tests", "distributed_checks.py")
@@ -581,7 +581,7 @@ BUCKETS_WORKLOAD = textwrap.dedent("""
 
 
 def test_profilers_see_each_bucket_inside_the_backward(tmp_path):
-    recorder = nvtx_recorder_script.load()
+    recorder = profiling_scripts.load("nvtx_recorder")
     try:
         library = recorder.build(str(tmp_path))
     except recorder.RecorderUnavailable as error:

@@ -7,27 +7,13 @@ them are made up to check the arithmetic: they are format samples, not
 measurements.
 """
 
-import importlib.util
-import os
-import sys
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROFILING = os.path.join(ROOT, "profiling")
+import profiling_scripts
 
 
-def _load(name):
-    if PROFILING not in sys.path:
-        sys.path.insert(0, PROFILING)  # the scripts import their neighbours
-    spec = importlib.util.spec_from_file_location(name, os.path.join(PROFILING, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ncu = _load("ncu_group_norm")
-nsys = _load("nsys_group_norm")
+ncu = profiling_scripts.load("ncu_group_norm")
+nsys = profiling_scripts.load("nsys_group_norm")
 
 # Format sample of `ncu --import R --page raw --csv --print-units base --metrics ...`:
 # ncu's own log line, the header, the units row, one row per launch.

@@ -19,11 +19,11 @@ from cugn.functions.normalization import GroupNorm
 from cugn.functions.reduction import LogSoftmax
 from cugn.profiling import nvtx
 
-import nvtx_recorder_script
+import profiling_scripts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-recorder = nvtx_recorder_script.load()
+recorder = profiling_scripts.load("nvtx_recorder")
 
 
 # ---------------------------------------------------------------- the switch

@@ -4,7 +4,6 @@ given rows. No timing is asserted (speed is measured in profiling/, not here).""
 
 import csv
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,15 +12,11 @@ from cugn import kernels
 from cugn.profiling import benchmark, timing
 from cugn.profiling.__main__ import main
 
-ROOT = Path(__file__).resolve().parents[1]
+import profiling_scripts
 
 
 def load_gpu_script():
-    spec = importlib.util.spec_from_file_location("group_norm_gpu",
-                                                  ROOT / "profiling" / "group_norm_gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return profiling_scripts.load("group_norm_gpu")
 
 
 # ------------------------------------------------------------------ timing

@@ -1,9 +1,6 @@
 """profiling/group_norm_traffic.py: its DRAM model, and its rows from a real (small) run
 of the kernels on the CPU."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("cupy", reason="group_norm_cuda imports CuPy (no GPU needed)")
@@ -11,13 +8,11 @@ pytest.importorskip("cupy", reason="group_norm_cuda imports CuPy (no GPU needed)
 from cugn.kernels.cuda_on_cpu import Launch, Traffic, compiler  # noqa: E402
 from cugn.profiling import benchmark  # noqa: E402
 
+import profiling_scripts  # noqa: E402
+
 pytestmark = pytest.mark.cuda_on_cpu
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("group_norm_traffic",
-                                              ROOT / "profiling" / "group_norm_traffic.py")
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+script = profiling_scripts.load("group_norm_traffic")
 
 MB = 2 ** 20
 
