@@ -17,15 +17,15 @@ from .factories import (arange, empty, eye, full, linspace, ones, ones_like, ran
 from .interop import from_dlpack
 from .losses import regularization_loss
 from .random import manual_seed
-from .functions import (abs, clone, concatenate, exp, log, log_softmax, matmul, max, mean, permute,
-                        relu, reshape, sigmoid, silu, softmax, sqrt, stack, sum, tanh, transpose,
-                        var, where)
+from .functions import (abs, clone, concatenate, erf, exp, log, log_softmax, matmul, max, mean,
+                        permute, relu, reshape, sigmoid, silu, softmax, sqrt, stack, sum, tanh,
+                        transpose, var, where)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Function", "GradcheckError", "Parameter", "Tensor", "abs", "activations", "arange",
-    "backward", "clone", "concatenate", "constraints", "empty", "enable_grad", "exp", "eye",
+    "backward", "clone", "concatenate", "constraints", "empty", "enable_grad", "erf", "exp", "eye",
     "from_dlpack", "full", "functional", "grad", "gradcheck", "gradgradcheck", "initializers",
     "interop", "is_grad_enabled", "layers", "linspace", "log", "log_softmax", "losses",
     "manual_seed", "matmul", "max", "mean", "no_grad", "ones", "ones_like", "optim", "permute",

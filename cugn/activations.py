@@ -1,6 +1,6 @@
 """Activation functions by Keras name, for ``activation=`` arguments and ``Activation``."""
 
-from .functions import relu, sigmoid, silu, softmax, tanh
+from .functions import gelu, relu, sigmoid, silu, softmax, tanh
 
 
 def linear(x):
@@ -9,7 +9,7 @@ def linear(x):
 
 _BY_NAME = {
     "linear": linear, "relu": relu, "sigmoid": sigmoid, "tanh": tanh, "softmax": softmax,
-    "silu": silu, "swish": silu,
+    "silu": silu, "swish": silu, "gelu": gelu,
 }
 
 

@@ -143,3 +143,14 @@ def compute_dtype(dtype):
     """The dtype statistics are computed in: float64 for float64, float32 for anything
     else (float16 and bfloat16 included)."""
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
+def erf(array):
+    """The error function of a floating array, in its dtype: SciPy's on NumPy arrays,
+    CuPy's on CuPy arrays (float16 and bfloat16 computed in float32)."""
+    if is_cupy_array(array):
+        from cupyx.scipy.special import erf as special_erf
+    else:
+        from scipy.special import erf as special_erf
+    compute = compute_dtype(array.dtype)
+    return special_erf(array.astype(compute, copy=False)).astype(array.dtype, copy=False)

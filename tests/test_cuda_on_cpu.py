@@ -45,9 +45,10 @@ def make_device(**kwargs):
 
 @pytest.fixture(scope="module", autouse=True)
 def built_kernels():
-    """Every configuration built up front, on every core (then cached on disk)."""
+    """Every configuration without an activation built up front, on every core (then
+    cached on disk); those with one are built when a test first launches them."""
     if VARIANT == "checked":
-        make_device().prepare(cuda_loader.configurations())
+        make_device().prepare([c for c in cuda_loader.configurations() if c.activation is None])
 
 
 # ------------------------------------------------------------------ running and comparing
@@ -378,12 +379,14 @@ def test_elementwise_kernels_write_each_output_once_and_traffic_is_per_allocatio
 def test_the_source_declares_every_kernel_the_loader_names():
     from cugn.kernels.cuda_on_cpu import library
 
-    names = {*cuda_loader.VECTOR_KERNELS, *cuda_loader.LAYOUT_KERNELS, *cuda_loader.SCALAR_KERNELS}
+    names = {*cuda_loader.VECTOR_KERNELS, *cuda_loader.ACTIVATED_VECTOR_KERNELS,
+             *cuda_loader.LAYOUT_KERNELS, *cuda_loader.SCALAR_KERNELS}
     assert set(library.parameter_names(cuda_loader.source())) == names
 
 
 def test_every_instantiation_the_loader_names_is_built():
     device = make_device()
+    device.prepare(cuda_loader.configurations())  # those with activations too, on every core
     for configuration in cuda_loader.configurations():
         kernels = device.kernels(configuration)
         assert list(kernels) == configuration.name_expressions()
@@ -611,3 +614,117 @@ def test_conversions_round_to_nearest_even_and_widen_exactly(dtype):
     widened = device.empty(values.size, np.float32)
     widen_to_float((1,), (256,), (rounded, widened, n))
     np.testing.assert_array_equal(np.array(widened)[~nan], want[~nan].astype(np.float32))
+
+
+# ------------------------------------------------------------------ fused activations
+
+
+def activation_reference(name, z):
+    """Keras's activation and its derivative, in float64 (gelu exact, with erf)."""
+    from scipy.special import erf
+
+    if name == "relu":
+        return np.maximum(z, 0), (z > 0).astype(np.float64)
+    if name == "gelu":
+        cdf = 0.5 * (1 + erf(z / np.sqrt(2)))
+        return z * cdf, cdf + z * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    sigmoid = 1 / (1 + np.exp(-z))
+    return z * sigmoid, sigmoid * (1 + z * (1 - sigmoid))
+
+
+def run_activated(device, layout, x, dy, gamma, beta, epsilon, activation):
+    """As run_cuda, with ``activation`` fused into the forward and the backward."""
+    words = x.dtype == BFLOAT16
+    storage = {"storage": "bfloat16"} if words else {}
+    as_words = (lambda a: a.view(np.uint16)) if words else (lambda a: a)  # noqa: E731
+    with device.installed():
+        put = lambda a: on_device(device, a)  # noqa: E731
+        y, mean, rstd = group_norm_cuda.forward(put(as_words(x)), put(gamma), put(beta), layout,
+                                                epsilon, activation=activation, **storage)
+        dx, dgamma, dbeta = group_norm_cuda.backward(
+            put(as_words(x)), put(as_words(dy)), put(gamma), mean, rstd, layout, beta=put(beta),
+            activation=activation, **storage)
+    if words:
+        y, dx = y.view(BFLOAT16), dx.view(BFLOAT16)
+    return [np.array(a) for a in (y, mean, rstd, dx, dgamma, dbeta)]
+
+
+def activated_reference(layout, x, dy, gamma, beta, epsilon, activation):
+    """The composition in float64: normalise, activate; dy times the activation's
+    slope into the normalisation's backward."""
+    as64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
+    z, mean, rstd = group_norm_numpy.forward(as64(x), as64(gamma), as64(beta), layout, epsilon)
+    activated, slope = activation_reference(activation, z)
+    return [activated, mean, rstd, *group_norm_numpy.backward(as64(x), as64(dy) * slope,
+                                                              as64(gamma), mean, rstd, layout)]
+
+
+ACTIVATION_CASES = [CASES[0], CASES[1], CASES[5], CASES[14], CASES[17], CASES[18]]
+
+
+@pytest.mark.parametrize("activation", ["silu", "relu", "gelu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis, groups", ACTIVATION_CASES, ids=str)
+def test_a_fused_activation_equals_the_composition(shape, axis, groups, dtype, activation):
+    device = make_device()
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, dtype)
+    got = run_activated(device, layout, x, dy, gamma, beta, 1e-3, activation)
+    want = activated_reference(layout, x, dy, gamma, beta, 1e-3, activation)
+    assert_matches(got, want, layout, np.dtype(dtype), activation, dy, gamma)
+    fused = [launch.name_expression for launch in device.launches
+             if launch.kernel in cuda_loader.ACTIVATED_KERNELS]
+    assert len(fused) == 3  # the apply, one partial-sums kernel and dx
+    assert all(name.endswith(f"{cuda_loader.ACTIVATIONS[activation]}>") for name in fused)
+
+
+@pytest.mark.parametrize("center, scale", [(False, False), (True, False), (False, True)])
+def test_a_fused_activation_without_gamma_or_beta(center, scale):
+    shape, axis, groups = CASES[1]
+    device = make_device()
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float32, center, scale)
+    got = run_activated(device, layout, x, dy, gamma, beta, 1e-3, "silu")
+    want = activated_reference(layout, x, dy, gamma, beta, 1e-3, "silu")
+    assert_matches(got, want, layout, np.dtype(np.float32), "silu", dy, gamma)
+
+
+def test_swish_is_silu_bit_for_bit():
+    shape, axis, groups = CASES[0]
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float16)
+    silu = run_activated(make_device(), layout, x, dy, gamma, beta, 1e-3, "silu")
+    swish = run_activated(make_device(), layout, x, dy, gamma, beta, 1e-3, "swish")
+    for a, b in zip(silu, swish):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_fused_activation_leaves_mean_and_rstd_and_uses_beta_in_the_backward():
+    # beta moves z across relu's kink: a backward that ignored beta gets dx wrong.
+    shape, axis, groups = CASES[1]
+    device = make_device()
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float32)
+    beta = 3 * beta
+    plain = run_cuda(device, layout, x, dy, gamma, beta, 1e-3)
+    relu = run_activated(device, layout, x, dy, gamma, beta, 1e-3, "relu")
+    np.testing.assert_array_equal(relu[1], plain[1])
+    np.testing.assert_array_equal(relu[2], plain[2])
+    np.testing.assert_array_equal(relu[0], np.maximum(plain[0], 0))
+    without_beta = activated_reference(layout, x, dy, gamma, None, 1e-3, "relu")
+    assert not np.allclose(relu[3], without_beta[3], atol=1e-2)
+
+
+def test_an_unknown_activation_is_refused_before_any_work():
+    device = make_device()
+    layout = make_layout((2, 4, 4, 8), -1, 2)
+    x = np.ones(layout.shape, np.float32)
+    with device.installed():
+        with pytest.raises(ValueError, match="activation must be one of .*got 'tanh'"):
+            group_norm_cuda.forward(device.asarray(x), None, None, layout, 1e-3,
+                                    activation="tanh")
+        with pytest.raises(ValueError, match="activation must be one of .*got 1"):
+            group_norm_cuda.backward(device.asarray(x), device.asarray(x), None,
+                                     device.zeros((2, 2), np.float32),
+                                     device.zeros((2, 2), np.float32), layout, activation=1)
+    assert device.launches == []

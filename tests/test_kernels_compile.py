@@ -8,6 +8,7 @@ installs, so CI runs these; with only the ``test`` extra (no CuPy) they skip.
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cugn.kernels import compile_check, cuda_loader
@@ -42,8 +43,17 @@ def test_no_kernel_spills(reports):
 
 
 def test_registers_allow_the_launch_bounds(reports):
-    # __launch_bounds__(256, 4): four resident blocks need <= 64 registers a thread.
-    assert max(r.registers for r in reports) <= 64
+    # __launch_bounds__(256, 4): four resident blocks need <= 64 registers a thread; the
+    # backward kernels with a fused activation ask for three (<= 85, in steps of 8: 80).
+    activated = ("backward_partials_segment", "backward_partials_column", "backward_dx")
+
+    def bound(name):
+        with_activation = "kLinear" not in name and any(k in name for k in activated)
+        return 80 if with_activation else 64
+
+    over = [str(r) for r in reports if r.registers > bound(r.name)]
+    assert not over, "\n".join(over)
+    assert any(r.registers > 64 for r in reports if "kGelu" in r.name)  # the bound is live
 
 
 def test_configurations_cover_every_dtype_vector_and_index_width():
@@ -52,6 +62,21 @@ def test_configurations_cover_every_dtype_vector_and_index_width():
     assert ("float64", 2, True) in seen and ("float64", 4, False) not in seen
     assert ("bfloat16", 8, False) in seen and ("bfloat16", 16, False) not in seen
     assert len(seen) == 2 * (4 + 4 + 3 + 2)  # float16, bfloat16, float32, float64
+
+
+def test_every_activation_has_its_own_modules_of_the_kernels_it_changes():
+    by_activation = {}
+    for c in cuda_loader.configurations():
+        by_activation.setdefault(c.activation, set()).add((c.dtype.name, c.vector, c.index64))
+    assert set(by_activation) == {None, "silu", "relu", "gelu"}
+    assert all(seen == by_activation[None] for seen in by_activation.values())
+    plain = cuda_loader.Configuration(np.dtype(np.float32), 4, False)
+    silu = cuda_loader.Configuration(np.dtype(np.float32), 4, False, "silu")
+    assert silu.without_activation() == plain
+    assert set(silu.name_expressions()).isdisjoint(plain.name_expressions())
+    changed = {name.split("<")[0] for name in silu.name_expressions()}
+    assert changed == {f"cugn::{k}" for k in cuda_loader.ACTIVATED_KERNELS}
+    assert all(name.endswith("cugn::kSilu>") for name in silu.name_expressions())
 
 
 def test_parse_ptxas_log_reads_registers_and_spills():

@@ -364,6 +364,9 @@ class Tensor:
     def silu(self):
         return _ops.silu(self)
 
+    def erf(self):
+        return _ops.erf(self)
+
     # Reductions and shape ops take NumPy's axis=/keepdims= or PyTorch's dim=/keepdim=.
     def softmax(self, axis=None, *, dim=None):
         return _ops.softmax(self, axis, dim=dim)

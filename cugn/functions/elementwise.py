@@ -150,8 +150,88 @@ class SiLU(Function):
         return Tensor(out)
 
 
+class Erf(Function):
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return backend.erf(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved_tensors
+        return grad * (_TWO_OVER_SQRT_PI * exp(-(a * a)))
+
+
+_TWO_OVER_SQRT_PI = 1.1283791670955126
+_SQRT_HALF = 0.7071067811865476
+_ONE_OVER_SQRT_TWO_PI = 0.3989422804014327
+_DENSITY_CUTOFF = 40.0  # exp(-40**2 / 2) is 0 even in float64
+
+
+class GELU(Function):
+    """x * Phi(x), Phi the standard normal CDF: the exact GELU (Keras's and PyTorch's
+    default, not the tanh approximation)."""
+
+    op_name = "gelu"
+
+    @staticmethod
+    def forward(ctx, a):
+        cdf = backend.erf(a * a.dtype.type(_SQRT_HALF))
+        cdf += 1
+        cdf *= a.dtype.type(0.5)
+        ctx.save_for_backward(a, cdf)
+        return a * cdf
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, cdf = ctx.saved_tensors
+        if is_grad_enabled():  # create_graph: recorded from a, so differentiable
+            return grad * gelu_derivative(a)
+        # grad * (Phi(a) + a * phi(a)), phi the normal density, in one temporary.
+        # |a| is clamped where phi is already 0 in every dtype, so a*a cannot overflow.
+        a = a.data
+        xp = backend.array_module(a)
+        out = xp.abs(a)
+        xp.minimum(out, a.dtype.type(_DENSITY_CUTOFF), out=out)
+        out *= out
+        out *= a.dtype.type(-0.5)
+        xp.exp(out, out=out)
+        out *= a.dtype.type(_ONE_OVER_SQRT_TWO_PI)
+        out *= a
+        out += cdf.data
+        out *= grad.data
+        return Tensor(out)
+
+
 def exp(a):
     return Exp.apply(as_tensor(a))
+
+
+def erf(a):
+    return Erf.apply(as_tensor(a))
+
+
+def gelu(a):
+    """The exact GELU, x * Phi(x)."""
+    return GELU.apply(as_tensor(a))
+
+
+# The derivatives of the activations as recorded ops of their input (differentiable
+# again), for backwards built with create_graph=True.
+
+
+def relu_derivative(a):
+    return (a > 0).to(dtype=a.dtype)  # 0 at a = 0, as the relu op's backward
+
+
+def silu_derivative(a):
+    s = sigmoid(a)
+    return s * (1 + a * (1 - s))
+
+
+def gelu_derivative(a):
+    """Phi(a) + a*phi(a), with phi the standard normal density."""
+    return 0.5 * (1 + erf(a * _SQRT_HALF)) + a * (_ONE_OVER_SQRT_TWO_PI * exp(-0.5 * (a * a)))
 
 
 def log(a):

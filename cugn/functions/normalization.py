@@ -5,6 +5,11 @@ implementations in ``cugn.kernels`` (NumPy or CUDA). Under
 ``create_graph=True`` the backward is the same analytic formula written with
 Tensor operations, with the statistics recomputed from x, so that it can be
 differentiated again to any order.
+
+A fused activation (silu/swish, relu, gelu) is applied by the CUDA kernels in
+the same pass as the normalisation, and its input recomputed in the backward;
+on the CPU the op is followed by the activation's own op, which is the same
+composition a user would write.
 """
 
 import numbers
@@ -16,7 +21,15 @@ from .. import backend, kernels
 from ..engine.function import Function
 from ..engine.grad_mode import is_grad_enabled
 from ..engine.tensor import Tensor, as_tensor
+from ..kernels.fused_activation import check_activation
 from ..kernels.layout import GroupLayout
+from .elementwise import (gelu, gelu_derivative, relu, relu_derivative, silu,
+                          silu_derivative)
+
+# The activations by fused name: their ops (the CPU composition) and their
+# derivatives as recorded ops (the fused op's create_graph backward).
+_ACTIVATIONS = {"silu": silu, "relu": relu, "gelu": gelu}
+_DERIVATIVES = {"silu": silu_derivative, "relu": relu_derivative, "gelu": gelu_derivative}
 
 # ------------------------------------------------------------------ argument checks
 
@@ -122,28 +135,34 @@ def _other_end_hint(groups, shape, axes):
 
 
 class GroupNorm(Function):
+    """GroupNorm, with ``activation`` (a fused name or None) applied to its output:
+    fused on CUDA arrays only (``group_norm`` composes on the CPU)."""
+
     @staticmethod
-    def forward(ctx, x, gamma, beta, layout, epsilon):
-        y, mean, rstd = kernels.forward(x, gamma, beta, layout, epsilon)
-        ctx.layout, ctx.epsilon = layout, epsilon
-        ctx.save_for_backward(x, gamma, mean, rstd)
+    def forward(ctx, x, gamma, beta, layout, epsilon, activation):
+        y, mean, rstd = kernels.forward(x, gamma, beta, layout, epsilon, activation)
+        ctx.layout, ctx.epsilon, ctx.activation = layout, epsilon, activation
+        # beta is needed again only to recompute the activation's input.
+        ctx.save_for_backward(x, gamma, None if activation is None else beta, mean, rstd)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, gamma, mean, rstd = ctx.saved_tensors
+        x, gamma, beta, mean, rstd = ctx.saved_tensors
         if is_grad_enabled():
-            dx, dgamma, dbeta = _differentiable_backward(x, dy, gamma, ctx.layout, ctx.epsilon)
+            dx, dgamma, dbeta = _differentiable_backward(x, dy, gamma, beta, ctx.layout,
+                                                         ctx.epsilon, ctx.activation)
         else:
-            arrays = kernels.backward(x.data, dy.data, None if gamma is None else gamma.data,
-                                      mean.data, rstd.data, ctx.layout)
+            data = lambda t: None if t is None else t.data  # noqa: E731
+            arrays = kernels.backward(x.data, dy.data, data(gamma), mean.data, rstd.data,
+                                      ctx.layout, data(beta), ctx.activation)
             dx, dgamma, dbeta = (Tensor(a) for a in arrays)
         needs = ctx.needs_input_grad
         return (dx if needs[0] else None, dgamma if needs[1] else None,
-                dbeta if needs[2] else None, None, None)
+                dbeta if needs[2] else None, None, None, None)
 
 
-def _differentiable_backward(x, dy, gamma, layout, epsilon):
+def _differentiable_backward(x, dy, gamma, beta, layout, epsilon, activation):
     """The analytic backward as recorded Tensor ops (for create_graph=True)."""
     dtype = backend.compute_dtype(x.dtype)
     reduced = (1, 3, 4)
@@ -155,6 +174,8 @@ def _differentiable_backward(x, dy, gamma, layout, epsilon):
     centered = shifted - shifted.mean(axis=reduced, keepdims=True)
     rstd = ((centered * centered).mean(axis=reduced, keepdims=True) + epsilon) ** -0.5
     xhat = centered * rstd
+    if activation is not None:
+        dy5 = dy5 * _DERIVATIVES[activation](_affine(xhat, gamma, beta, layout, dtype))
     g = dy5 if gamma is None else dy5 * layout.params_view(gamma).to(dtype=dtype)
     dx5 = rstd * (g - g.mean(axis=reduced, keepdims=True)
                   - xhat * (g * xhat).mean(axis=reduced, keepdims=True))
@@ -164,7 +185,13 @@ def _differentiable_backward(x, dy, gamma, layout, epsilon):
     return dx, dgamma, dbeta
 
 
-def group_norm(x, groups, gamma=None, beta=None, axis=-1, epsilon=1e-3):
+def _affine(xhat, gamma, beta, layout, dtype):
+    """z = xhat*gamma + beta in the (N, M, G, D, S) view: the activation's input."""
+    z = xhat if gamma is None else xhat * layout.params_view(gamma).to(dtype=dtype)
+    return z if beta is None else z + layout.params_view(beta).to(dtype=dtype)
+
+
+def group_norm(x, groups, gamma=None, beta=None, axis=-1, epsilon=1e-3, activation=None):
     """Group normalization of ``x`` over ``groups`` groups of the feature ``axis``.
 
     Per sample and group, the values are normalised by their mean and biased
@@ -172,6 +199,11 @@ def group_norm(x, groups, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     by ``gamma`` and shifted by ``beta`` (shaped like the feature axes).
     float16/bfloat16 compute in float32, float64 in float64; the output has x's
     dtype. ``axis`` may be a list/tuple of feature axes. Keras's numbers.
+
+    ``activation`` ("silu" or its alias "swish", "relu", "gelu": Keras's, gelu
+    exact) is applied to the result: on CUDA in the same kernels, with no
+    extra tensor kept for the backward (it recomputes the activation's input);
+    on the CPU as the activation op after the normalisation.
     """
     x = as_tensor(x)
     if not backend.is_floating(x.dtype):
@@ -179,12 +211,15 @@ def group_norm(x, groups, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     groups = check_groups(groups)
     axes = feature_axes(check_axis(axis), x.shape)
     epsilon = check_epsilon(epsilon)
+    activation = check_activation(activation)
     shape = tuple(x.shape[a] for a in axes)
     channels = int(np.prod(shape))
     layout = GroupLayout(x.shape, axes, resolve_groups(groups, channels, x.shape, axes))
     gamma = _check_param(gamma, "gamma", shape, x)
     beta = _check_param(beta, "beta", shape, x)
-    return GroupNorm.apply(x, gamma, beta, layout, epsilon)
+    if activation is not None and not backend.is_cupy_array(x.data):
+        return _ACTIVATIONS[activation](GroupNorm.apply(x, gamma, beta, layout, epsilon, None))
+    return GroupNorm.apply(x, gamma, beta, layout, epsilon, activation)
 
 
 def _check_param(param, name, shape, x):

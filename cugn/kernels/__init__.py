@@ -2,7 +2,9 @@
 
 ``forward(x, gamma, beta, layout, epsilon) -> (y, mean, rstd)`` and
 ``backward(x, dy, gamma, mean, rstd, layout) -> (dx, dgamma, dbeta)`` take and
-return raw arrays; ``layout`` is the ``GroupLayout`` of ``layout.py``.
+return raw arrays; ``layout`` is the ``GroupLayout`` of ``layout.py``. On CuPy
+arrays both also take a fused ``activation`` (``fused_activation.py``), with
+``beta`` for the backward.
 
 CuPy arrays go to the CUDA kernels. NumPy arrays go to the Numba kernels when
 Numba is installed (the ``numba`` extra) and the input is one they compile
@@ -48,12 +50,26 @@ def _implementation(array, layout):
     return group_norm_numpy
 
 
-def forward(x, gamma, beta, layout, epsilon):
-    return _implementation(x, layout).forward(x, gamma, beta, layout, epsilon)
+def forward(x, gamma, beta, layout, epsilon, activation=None):
+    if activation is None:
+        return _implementation(x, layout).forward(x, gamma, beta, layout, epsilon)
+    return _fusing(x, layout).forward(x, gamma, beta, layout, epsilon, activation=activation)
 
 
-def backward(x, dy, gamma, mean, rstd, layout):
-    return _implementation(x, layout).backward(x, dy, gamma, mean, rstd, layout)
+def backward(x, dy, gamma, mean, rstd, layout, beta=None, activation=None):
+    if activation is None:
+        return _implementation(x, layout).backward(x, dy, gamma, mean, rstd, layout)
+    return _fusing(x, layout).backward(x, dy, gamma, mean, rstd, layout, beta=beta,
+                                       activation=activation)
+
+
+def _fusing(array, layout):
+    """The implementation for a fused activation: the CUDA kernels only."""
+    if not backend.is_cupy_array(array):
+        raise ValueError("a fused activation needs CuPy arrays (the CUDA kernels); on the CPU "
+                         "apply the activation to the result, as cugn.functional.group_norm "
+                         "does")
+    return _implementation(array, layout)
 
 
 __all__ = ["GroupLayout", "backward", "forward", "numba_enabled", "numba_kernels"]

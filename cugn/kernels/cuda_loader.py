@@ -2,11 +2,14 @@
 instantiations, and the cached CuPy modules.
 
 Kernels are compiled at run time, one ``cupy.RawModule`` per ``Configuration``
-(storage dtype, vector width, 64-bit indexing) and device, each holding every
-kernel that configuration can launch. ``compile_check.py`` compiles exactly these modules
+(storage dtype, vector width, 64-bit indexing, fused activation) and device. A
+configuration without an activation holds every kernel it can launch; one with
+an activation holds only the kernels the activation changes (the apply, the
+backward's partial sums and dx), and borrows the rest from its plain twin. ``compile_check.py`` compiles exactly these modules
 through NVRTC for explicit architectures, so CI proves what ships.
 """
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,42 +38,64 @@ STORAGE_TYPES = {
     np.dtype(np.float64): "double",
 }
 INDEX_TYPES = {False: "unsigned int", True: "unsigned long long"}
+# The activations the kernels fuse (fused_activation.FUSED_ACTIVATIONS), as the
+# source's Activation values; None is no activation.
+ACTIVATIONS = {None: "cugn::kLinear", "silu": "cugn::kSilu", "relu": "cugn::kRelu",
+               "gelu": "cugn::kGelu"}
 
-# Kernels templated on <T, V, I>, on <T, V, I, CHANNELS_LAST>, and on <T, I>.
-VECTOR_KERNELS = ("forward_stats_segment", "forward_stats_column",
-                  "backward_partials_segment", "backward_partials_column")
+# Kernels templated on <T, V, I>, on <T, V, I, ACT>, on <T, V, I, CHANNELS_LAST, ACT>,
+# and on <T, I>.
+VECTOR_KERNELS = ("forward_stats_segment", "forward_stats_column")
+ACTIVATED_VECTOR_KERNELS = ("backward_partials_segment", "backward_partials_column")
 LAYOUT_KERNELS = ("forward_apply", "backward_dx")
 SCALAR_KERNELS = ("forward_finalize", "backward_coefficients", "backward_parameters")
+# The kernels an activation changes.
+ACTIVATED_KERNELS = (*ACTIVATED_VECTOR_KERNELS, *LAYOUT_KERNELS)
 
 
 @dataclass(frozen=True)
 class Configuration:
-    """One compiled module: storage dtype, values per vector access, 64-bit indices."""
+    """One compiled module: storage dtype, values per vector access, 64-bit indices,
+    and the fused activation (a key of ACTIVATIONS)."""
 
     dtype: np.dtype
     vector: int
     index64: bool
+    activation: str | None = None
 
     def kernel(self, name, channels_last=None):
         """The name expression of one kernel instantiation in this module."""
         types = STORAGE_TYPES[self.dtype]
         index = INDEX_TYPES[self.index64]
+        activation = ACTIVATIONS[self.activation]
         if name in SCALAR_KERNELS:
             return f"cugn::{name}<{types}, {index}>"
         if name in LAYOUT_KERNELS:
             flag = "true" if channels_last else "false"
-            return f"cugn::{name}<{types}, {self.vector}, {index}, {flag}>"
+            return f"cugn::{name}<{types}, {self.vector}, {index}, {flag}, {activation}>"
+        if name in ACTIVATED_VECTOR_KERNELS:
+            return f"cugn::{name}<{types}, {self.vector}, {index}, {activation}>"
         return f"cugn::{name}<{types}, {self.vector}, {index}>"
 
     def name_expressions(self):
-        """Every kernel instantiation this configuration can launch."""
-        names = [self.kernel(k) for k in VECTOR_KERNELS]
+        """Every kernel instantiation this module holds: all a launch needs, or with an
+        activation only those it changes."""
+        if self.activation is None:
+            names = [self.kernel(k) for k in (*VECTOR_KERNELS, *ACTIVATED_VECTOR_KERNELS)]
+        else:
+            names = [self.kernel(k) for k in ACTIVATED_VECTOR_KERNELS]
         names += [self.kernel(k, flag) for k in LAYOUT_KERNELS for flag in (True, False)]
-        names += [self.kernel(k) for k in SCALAR_KERNELS]
+        if self.activation is None:
+            names += [self.kernel(k) for k in SCALAR_KERNELS]
         return names
 
+    def without_activation(self):
+        """The plain configuration that holds the kernels this one borrows."""
+        return dataclasses.replace(self, activation=None)
+
     def __str__(self):
-        return f"{self.dtype.name}, vector {self.vector}, {'64' if self.index64 else '32'}-bit index"
+        text = f"{self.dtype.name}, vector {self.vector}, {'64' if self.index64 else '32'}-bit index"
+        return text if self.activation is None else f"{text}, {self.activation}"
 
 
 def vector_widths(dtype):
@@ -81,7 +106,8 @@ def vector_widths(dtype):
 
 def configurations():
     """Every configuration the library can load."""
-    return [Configuration(dtype, vector, index64)
+    return [Configuration(dtype, vector, index64, activation)
+            for activation in ACTIVATIONS
             for dtype in STORAGE_TYPES
             for vector in vector_widths(dtype)
             for index64 in (False, True)]

@@ -8,11 +8,13 @@ input, at the same alignment, gives bitwise the same results (the split of
 large groups depends on the SM count, the vector width on the addresses).
 
 Forward: statistics partials, one thread per group merging them (mean, rstd),
-then y = a*(x - p) + b in one elementwise pass. Backward: per-(n, c) sums of dy,
-dy*(x - mean) and x - mean, then per-group coefficients and dgamma/dbeta from
-those sums in a fixed order, then dx = c1*dy + c2*(x - mean) + c3 in one
-elementwise pass. The sum of x - mean corrects for the rounding of the saved
-mean when |mean| >> std, as the NumPy path does.
+then y = act(a*(x - p) + b) in one elementwise pass, act an optional fused
+activation. Backward: per-(n, c) sums of g, g*(x - mean) and x - mean, with g = dy
+(dy*act'(z) after an activation, z recomputed from x, mean, rstd, gamma and beta),
+then per-group coefficients and dgamma/dbeta from those sums in a fixed order,
+then dx = c1*g + c2*(x - mean) + c3 in one elementwise pass. The sum of x - mean
+corrects for the rounding of the saved mean when |mean| >> std, as the NumPy
+path does.
 """
 
 import functools
@@ -25,31 +27,35 @@ from cupy_backends.cuda.api import driver
 from ..backend import compute_dtype
 from ..profiling.nvtx import kernel_range
 from . import cuda_loader, cuda_plan
+from .fused_activation import check_activation
 
 # Kernels whose occupancy sizes the grids (all share the block size and launch bounds).
 _REDUCTION_KERNELS = ("forward_stats_segment", "forward_stats_column",
                       "backward_partials_segment", "backward_partials_column")
 
 
-def forward(x, gamma, beta, layout, epsilon, storage=None):
+def forward(x, gamma, beta, layout, epsilon, storage=None, activation=None):
     """Return ``y`` (x's dtype), and ``mean`` and ``rstd`` of shape (N, G) in the compute dtype.
 
     ``storage="bfloat16"`` reads x as bfloat16 held in 16-bit integer words (CuPy has
-    no bfloat16 arrays) and writes y the same way.
+    no bfloat16 arrays) and writes y the same way. ``activation`` ("silu" or its
+    alias "swish", "relu", "gelu") is applied to y in the same store; mean and rstd
+    are those of the normalisation.
     """
     storage = _storage(x, storage)
+    activation = check_activation(activation)
     acc = compute_dtype(storage)
     if x.size == 0:
         return _empty_forward(x, layout, acc, epsilon)
     with x.device:  # launches and allocations on x's device, on its current stream
-        return _forward(x, gamma, beta, layout, epsilon, acc, storage)
+        return _forward(x, gamma, beta, layout, epsilon, acc, storage, activation)
 
 
-def _forward(x, gamma, beta, layout, epsilon, acc, storage):
+def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
     batch, rows, groups, group_channels, spatial = layout.view
     x5 = cupy.ascontiguousarray(layout.to_view(x))
     y5 = cupy.empty_like(x5)
-    plan, kernels, index = _prepare(x5, (x5, y5), storage)
+    plan, kernels, index = _prepare(x5, (x5, y5), storage, activation)
     channels = groups * group_channels
     units = batch * groups
 
@@ -86,13 +92,16 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage):
     return layout.from_view(y5), mean, rstd
 
 
-def backward(x, dy, gamma, mean, rstd, layout, storage=None):
+def backward(x, dy, gamma, mean, rstd, layout, storage=None, beta=None, activation=None):
     """Return ``dx`` (x's dtype), ``dgamma`` and ``dbeta`` (feature shape, compute dtype).
 
     ``dy`` is read in x's dtype (it is cast when it differs); with
     ``storage="bfloat16"``, x, dy and dx are bfloat16 in 16-bit words, as in ``forward``.
+    With the forward's ``activation``, ``dy`` is the gradient of the activated output,
+    and the activation's input is recomputed from x, mean, rstd, gamma and ``beta``.
     """
     storage = _storage(x, storage)
+    activation = check_activation(activation)
     if storage != x.dtype and dy.dtype != x.dtype:
         raise TypeError(f"dy must hold {storage} in {x.dtype} words like x, got dtype {dy.dtype}")
     acc = compute_dtype(storage)
@@ -101,35 +110,38 @@ def backward(x, dy, gamma, mean, rstd, layout, storage=None):
             return (cupy.empty(x.shape, x.dtype), cupy.zeros(layout.feature_shape, acc),
                     cupy.zeros(layout.feature_shape, acc))
     with x.device:
-        return _backward(x, dy, gamma, mean, rstd, layout, acc, storage)
+        return _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation)
 
 
-def _backward(x, dy, gamma, mean, rstd, layout, acc, storage):
+def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
     batch, rows, groups, group_channels, spatial = layout.view
     x5 = cupy.ascontiguousarray(layout.to_view(x))
     dy5 = cupy.ascontiguousarray(layout.to_view(dy), dtype=x.dtype)
     dx5 = cupy.empty_like(x5)
-    plan, kernels, index = _prepare(x5, (x5, dy5, dx5), storage)
+    plan, kernels, index = _prepare(x5, (x5, dy5, dx5), storage, activation)
     channels = groups * group_channels
     units = batch * groups
     mean = cupy.ascontiguousarray(mean, dtype=acc)
     rstd = cupy.ascontiguousarray(rstd, dtype=acc)
     weight = _parameter(gamma, acc)
+    shift = None if activation is None else _parameter(beta, acc)
 
     sums = plan.partials
     partials = cupy.empty(3 * batch * sums.split * channels, acc)
     if sums.kernel == "segment":
         kernels.backward_partials_segment(
             (sums.grid,), (cuda_plan.BLOCK,),
-            (x5, dy5, mean, partials, index(batch * channels), index(channels), index(rows),
-             index(spatial // plan.vector), index(sums.split), index(sums.chunk),
-             index(group_channels), index(groups), np.int32(sums.unit_threads)))
+            (x5, dy5, mean, rstd, weight, shift, partials, index(batch * channels),
+             index(channels), index(rows), index(spatial // plan.vector), index(sums.split),
+             index(sums.chunk), index(group_channels), index(groups),
+             np.int32(sums.unit_threads)))
     else:
         kernels.backward_partials_column(
             (sums.grid,), (cuda_plan.BLOCK,),
-            (x5, dy5, mean, partials, index(rows), index(channels), index(group_channels),
-             index(groups), index(sums.column_chunks), index(sums.split), index(sums.chunk),
-             np.int32(sums.lanes), np.int32(sums.rows_per_block)))
+            (x5, dy5, mean, rstd, weight, shift, partials, index(rows), index(channels),
+             index(group_channels), index(groups), index(sums.column_chunks),
+             index(sums.split), index(sums.chunk), np.int32(sums.lanes),
+             np.int32(sums.rows_per_block)))
 
     c2 = cupy.empty(units, acc)
     c3 = cupy.empty(units, acc)
@@ -147,7 +159,7 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage):
 
     kernels.backward_dx(
         (plan.elementwise_grid,), (cuda_plan.BLOCK,),
-        (x5, dy5, dx5, weight, mean, rstd, c2, c3, index(x5.size // plan.vector),
+        (x5, dy5, dx5, weight, shift, mean, rstd, c2, c3, index(x5.size // plan.vector),
          index(spatial), index(channels), index(group_channels), index(groups),
          index(rows * channels * spatial)))
     return (layout.from_view(dx5), dgamma.reshape(layout.feature_shape),
@@ -159,12 +171,15 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage):
 
 class _Launch:
     """One kernel, launched inside an NVTX kernel range named after it, e.g.
-    ``kernel:group_norm_forward_apply<float16, 8>`` (what ncu_group_norm.py filters on)."""
+    ``kernel:group_norm_forward_apply<float16, 8>`` (what ncu_group_norm.py filters on),
+    or ``kernel:group_norm_forward_apply<float16, 8, silu>`` with an activation."""
 
     def __init__(self, raw, name, configuration):
         self.raw = raw  # the cupy.RawKernel
         self.range_name = f"group_norm_{name}"
         self.template_args = (configuration.dtype.name, configuration.vector)
+        if configuration.activation is not None and name in cuda_loader.ACTIVATED_KERNELS:
+            self.template_args += (configuration.activation,)
 
     def __call__(self, grid, block, args):
         with kernel_range(self.range_name, *self.template_args):
@@ -175,8 +190,13 @@ class _Kernels:
     """The kernels of one compiled configuration on one device, by short name."""
 
     def __init__(self, configuration, channels_last, device_id):
-        loaded = cuda_loader.kernels(configuration, device_id)
+        # With an activation, the kernels it does not change come from the plain module.
+        plain = configuration.without_activation()
+        loaded = {**cuda_loader.kernels(plain, device_id),
+                  **cuda_loader.kernels(configuration, device_id)}
         for name in (*cuda_loader.VECTOR_KERNELS, *cuda_loader.SCALAR_KERNELS):
+            setattr(self, name, _Launch(loaded[plain.kernel(name)], name, configuration))
+        for name in cuda_loader.ACTIVATED_VECTOR_KERNELS:
             setattr(self, name, _Launch(loaded[configuration.kernel(name)], name, configuration))
         for name in cuda_loader.LAYOUT_KERNELS:
             setattr(self, name, _Launch(loaded[configuration.kernel(name, channels_last)], name,
@@ -223,19 +243,19 @@ def _storage(x, storage):
     return np.dtype(ml_dtypes.bfloat16)
 
 
-def _prepare(x5, vector_arrays, storage):
+def _prepare(x5, vector_arrays, storage, activation):
     """The plan, the kernels and the index scalar type for the contiguous view ``x5``
-    of ``storage`` values; ``vector_arrays`` are every array read or written with
-    vectors (their addresses bound the vector width)."""
+    of ``storage`` values and the fused ``activation``; ``vector_arrays`` are every
+    array read or written with vectors (their addresses bound the vector width)."""
     view = x5.shape
     itemsize = storage.itemsize
     addresses = [a.data.ptr for a in vector_arrays]
     vector = cuda_plan.vector_width(view, itemsize, addresses)
     configuration = cuda_loader.Configuration(storage, vector,
-                                              cuda_plan.needs_index64(x5.size))
+                                              cuda_plan.needs_index64(x5.size), activation)
     device_id = x5.device.id
     plan = cuda_plan.plan(view, itemsize, addresses, _sm_count(device_id),
-                          _blocks_per_sm(device_id, configuration))
+                          _blocks_per_sm(device_id, configuration.without_activation()))
     index = np.uint64 if plan.index64 else np.uint32
     return plan, _kernels(configuration, plan.channels_last, device_id), index
 

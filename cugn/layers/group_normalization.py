@@ -3,8 +3,8 @@
 import math
 
 from .. import constraints, initializers, regularizers
-from ..functions.normalization import (check_axis, check_epsilon, check_groups, feature_axes,
-                                       group_norm, resolve_groups)
+from ..functions.normalization import (check_activation, check_axis, check_epsilon,
+                                       check_groups, feature_axes, group_norm, resolve_groups)
 from .layer import Layer
 
 
@@ -19,13 +19,20 @@ class GroupNormalization(Layer):
     over every non-batch axis. ``axis`` may be a list/tuple of feature axes,
     which Keras documents but rejects: the axes are then taken together, in
     row-major order, and gamma and beta get their shape.
+
+    ``activation`` ("silu" or "swish", "relu", "gelu"), which Keras's layer does
+    not have, is applied to the output: fused into the CUDA kernels, composed on
+    the CPU. The config carries it only when it is set, so that other configs
+    stay Keras's.
     """
 
     def __init__(self, groups=32, axis=-1, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", beta_regularizer=None,
-                 gamma_regularizer=None, beta_constraint=None, gamma_constraint=None, **kwargs):
+                 gamma_regularizer=None, beta_constraint=None, gamma_constraint=None,
+                 activation=None, **kwargs):
         # Everything is checked before the base class takes a name.
         groups = check_groups(groups)
+        activation = check_activation(activation)
         axis = check_axis(axis)
         epsilon = check_epsilon(epsilon)
         beta_initializer = initializers.get(beta_initializer)
@@ -46,6 +53,7 @@ class GroupNormalization(Layer):
         self.gamma_regularizer = gamma_regularizer
         self.beta_constraint = beta_constraint
         self.gamma_constraint = gamma_constraint
+        self.activation = activation
         self.gamma = None
         self.beta = None
         self._built_shape = None
@@ -77,10 +85,11 @@ class GroupNormalization(Layer):
                 f"{self.name} was built for inputs of rank {rank} with feature axes {axes} of "
                 f"size {feature_shape}; got an input of shape {inputs.shape}"
             )
-        return group_norm(inputs, self.groups, self.gamma, self.beta, self.axis, self.epsilon)
+        return group_norm(inputs, self.groups, self.gamma, self.beta, self.axis, self.epsilon,
+                          self.activation)
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "groups": self.groups,
             "axis": self.axis,
@@ -94,3 +103,6 @@ class GroupNormalization(Layer):
             "beta_constraint": constraints.serialize_constraint(self.beta_constraint),
             "gamma_constraint": constraints.serialize_constraint(self.gamma_constraint),
         }
+        if self.activation is not None:
+            config["activation"] = self.activation
+        return config

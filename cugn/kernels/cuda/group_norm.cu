@@ -6,10 +6,13 @@
 //   T  storage type: Half, BFloat16, float or double;
 //   A  accumulation type, AccOf<T>: double for double, float for the others;
 //   V  values of T per vector access (V*sizeof(T) <= 16 bytes);
-//   I  index type: unsigned int below 2^31 elements, unsigned long long above.
+//   I  index type: unsigned int below 2^31 elements, unsigned long long above;
+//   ACT  the activation fused into the forward's store (kLinear: none).
 //
-// Forward:  statistics partials -> finalize (mean, rstd) -> apply y = a*(x - p) + b.
+// Forward:  statistics partials -> finalize (mean, rstd) -> apply y = act(a*(x - p) + b).
 // Backward: per-channel partial sums -> group coefficients, dgamma and dbeta -> dx.
+// With an activation, the backward recomputes its input z from x, mean and rstd
+// and takes dy*act'(z) for dy throughout (no extra tensor saved by the forward).
 // The backward also sums x - mean: the saved mean is rounded to the accumulation
 // type, which matters when |mean| >> std, and the mean of x - mean over the group
 // (the residual) corrects for it, as the NumPy path does.
@@ -26,6 +29,10 @@ constexpr int kBlock = CUGN_BLOCK;
 // explicit minimum, ptxas 13 picks a tighter register target for some
 // instantiations and spills; with it none spills (python -m cugn.kernels).
 constexpr int kMinBlocks = 4;
+// The backward kernels with an activation recompute it from x (erf and exp, in
+// double for double): held to kMinBlocks, or unrolled as the plain ones, they
+// would spill, so they ask for fewer blocks and unroll less.
+constexpr int kMinBlocksActivated = 3;
 
 // float16 as raw bits, converted with PTX: no header needed under NVRTC (NVRTC
 // always defines __CUDA_ARCH__; the host build converts through _Float16).
@@ -211,13 +218,69 @@ __device__ __forceinline__ void add_pack(Welford<A>& w, const Pack<T, V>& pack, 
   for (int i = 0; i < V; ++i) w.add(to_acc(pack.v[i]) - pivot);
 }
 
-template <int V, typename T, typename A>
+// ------------------------------------------------------------------ fused activations
+//
+// Keras's definitions: silu(z) = z*sigmoid(z) (also called swish), relu, and gelu
+// exact (with erf). Compile-time, so that the plain kernels stay as they are.
+enum Activation { kLinear = 0, kSilu = 1, kRelu = 2, kGelu = 3 };
+
+template <Activation ACT, typename A>
+__device__ __forceinline__ A activate(A z) {
+  if constexpr (ACT == kSilu) {
+    return z / (A(1) + exp(-z));
+  } else if constexpr (ACT == kRelu) {
+    return z < A(0) ? A(0) : z;  // NaN stays NaN
+  } else if constexpr (ACT == kGelu) {
+    return A(0.5) * z * (A(1) + erf(z * A(0.70710678118654752440)));
+  } else {
+    return z;
+  }
+}
+
+// dy * act'(z); relu's slope at 0 is 0, as Keras's and PyTorch's.
+template <Activation ACT, typename A>
+__device__ __forceinline__ A through_activation(A dy, A z) {
+  if constexpr (ACT == kSilu) {
+    const A sigmoid = A(1) / (A(1) + exp(-z));
+    return dy * (sigmoid * (A(1) + z * (A(1) - sigmoid)));
+  } else if constexpr (ACT == kRelu) {
+    return z > A(0) ? dy : A(0);
+  } else if constexpr (ACT == kGelu) {
+    return dy * (A(0.5) * (A(1) + erf(z * A(0.70710678118654752440))) +
+                 z * exp(A(-0.5) * z * z) * A(0.39894228040143267794));
+  } else {
+    return dy;
+  }
+}
+
+// The backward's view of one channel: z = scale*(x - mean) + shift, with
+// scale = rstd*gamma[c] and shift = beta[c]; nothing is loaded without an activation.
+template <Activation ACT, typename A>
+struct Preactivation {
+  A scale, shift;
+
+  template <typename I>
+  __device__ __forceinline__ Preactivation(const A* gamma, const A* beta, A rstd, I c)
+      : scale(A(0)), shift(A(0)) {
+    if constexpr (ACT != kLinear) {
+      scale = gamma == nullptr ? rstd : rstd * gamma[c];
+      shift = beta == nullptr ? A(0) : beta[c];
+    }
+  }
+
+  // dy*act'(z) from dy and x - mean.
+  __device__ __forceinline__ A gradient(A dy, A centered) const {
+    return through_activation<ACT>(dy, scale * centered + shift);
+  }
+};
+
+template <Activation ACT, int V, typename T, typename A>
 __device__ __forceinline__ void add_pack(Sums<A>& s, const Pack<T, V>& x, const Pack<T, V>& dy,
-                                         A mean) {
+                                         A mean, const Preactivation<ACT, A>& z) {
 #pragma unroll
   for (int i = 0; i < V; ++i) {
-    const A g = to_acc(dy.v[i]);
     const A centered = to_acc(x.v[i]) - mean;
+    const A g = z.gradient(to_acc(dy.v[i]), centered);
     s.dy += g;
     s.dy_centered += g * centered;
     s.centered += centered;
@@ -372,9 +435,9 @@ __device__ __forceinline__ void locate(I e, I spatial, I channels, I batch_strid
   n = e / batch_stride;
 }
 
-// y = a*(x - p) + b with a = rstd*gamma[c] and b = beta[c] - a*(mean - p): the
+// y = act(a*(x - p) + b) with a = rstd*gamma[c] and b = beta[c] - a*(mean - p): the
 // affine folded per (n, c), the shift by the pivot p keeping it exact for large means.
-template <typename T, int V, typename I, bool CHANNELS_LAST>
+template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     forward_apply(const T* __restrict__ x, T* __restrict__ y,
                   const typename AccOf<T>::type* __restrict__ gamma,
@@ -399,7 +462,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
       const I ci = CHANNELS_LAST ? c + I(i) : c;
       const A a = gamma == nullptr ? r : r * gamma[ci];
       const A b = (beta == nullptr ? A(0) : beta[ci]) - a * m;
-      from_acc(a * (to_acc(in.v[i]) - p) + b, out.v[i]);
+      from_acc(activate<ACT>(a * (to_acc(in.v[i]) - p) + b), out.v[i]);
     }
     store_pack<V>(y, j, out);
   }
@@ -407,14 +470,18 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
 
 // ------------------------------------------------------------------ backward
 //
-// Partial sums of dy, dy*(x - mean) and x - mean per (n, chunk k, c): three
-// arrays of N*split*C values, indexed (n*split + k)*C + c.
+// Partial sums of g, g*(x - mean) and x - mean per (n, chunk k, c), with g = dy
+// (dy*act'(z) after an activation): three arrays of N*split*C values, indexed
+// (n*split + k)*C + c. rstd, gamma and beta are read only with an activation.
 
 // Channels with S > 1: segment units (n, c) of M rows of S values.
-template <typename T, int V, typename I>
-__global__ void __launch_bounds__(kBlock, kMinBlocks)
+template <typename T, int V, typename I, Activation ACT>
+__global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBlocksActivated)
     backward_partials_segment(const T* __restrict__ x, const T* __restrict__ dy,
                               const typename AccOf<T>::type* __restrict__ mean,
+                              const typename AccOf<T>::type* __restrict__ rstd,
+                              const typename AccOf<T>::type* __restrict__ gamma,
+                              const typename AccOf<T>::type* __restrict__ beta,
                               typename AccOf<T>::type* __restrict__ partials, I units,
                               I channels, I segments, I row, I split, I chunk, I group_channels,
                               I groups, int unit_threads) {
@@ -432,12 +499,14 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     c = unit % channels;
     const I base = n * segments * channels * row + c * row;
     const I stride = channels * row;
-    const A mu = mean[n * groups + c / group_channels];
+    const I q = n * groups + c / group_channels;
+    const A mu = mean[q];
+    const Preactivation<ACT, A> z(gamma, beta, ACT == kLinear ? A(0) : rstd[q], c);
     const I end = min(k * chunk + chunk, segments * row);
-#pragma unroll 4
+#pragma unroll(ACT == kLinear ? 4 : 1)
     for (I j = k * chunk + I(lane); j < end; j += I(unit_threads)) {
       const I offset = base + segment_offset(j, row, stride, segments);
-      add_pack<V>(s, load_pack<V>(x, offset), load_pack<V>(dy, offset), mu);
+      add_pack<ACT, V>(s, load_pack<V>(x, offset), load_pack<V>(dy, offset), mu, z);
     }
   }
   s = unit_merge(s, empty, unit_threads);
@@ -451,10 +520,13 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
 
 // Channels-last (S == 1): each thread sums its V channels over its rows, then
 // one thread per channel adds the block's rows in order.
-template <typename T, int V, typename I>
-__global__ void __launch_bounds__(kBlock, kMinBlocks)
+template <typename T, int V, typename I, Activation ACT>
+__global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBlocksActivated)
     backward_partials_column(const T* __restrict__ x, const T* __restrict__ dy,
                              const typename AccOf<T>::type* __restrict__ mean,
+                             const typename AccOf<T>::type* __restrict__ rstd,
+                             const typename AccOf<T>::type* __restrict__ gamma,
+                             const typename AccOf<T>::type* __restrict__ beta,
                              typename AccOf<T>::type* __restrict__ partials, I rows, I channels,
                              I group_channels, I groups, I column_chunks, I split, I chunk_rows,
                              int lanes, int rows_per_block) {
@@ -471,17 +543,22 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
 #pragma unroll
   for (int i = 0; i < V; ++i) sum_dy[i] = sum_dy_centered[i] = sum_centered[i] = A(0);
   if (c < channels && row < rows_per_block) {
-    const A mu = mean[n * groups + c / group_channels];
+    const I q = n * groups + c / group_channels;
+    const A mu = mean[q];
+    const A r = ACT == kLinear ? A(0) : rstd[q];
     const I end = min(rows, k * chunk_rows + chunk_rows);
-#pragma unroll 2
+#pragma unroll(ACT == kLinear ? 2 : 1)
     for (I m = k * chunk_rows + I(row); m < end; m += I(rows_per_block)) {
       const I offset = ((n * rows + m) * channels + c) / V;
       const Pack<T, V> xs = load_pack<V>(x, offset);
       const Pack<T, V> gs = load_pack<V>(dy, offset);
 #pragma unroll
       for (int i = 0; i < V; ++i) {
-        const A g = to_acc(gs.v[i]);
         const A centered = to_acc(xs.v[i]) - mu;
+        // gamma and beta re-read per row (from L1) rather than held: the 3*V sums
+        // already take most of the registers.
+        const A g = Preactivation<ACT, A>(gamma, beta, r, c + I(i)).gradient(to_acc(gs.v[i]),
+                                                                          centered);
         sum_dy[i] += g;
         sum_dy_centered[i] += g * centered;
         sum_centered[i] += centered;
@@ -587,11 +664,12 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   dgamma[c] = total_dgamma;
 }
 
-// dx = rstd*gamma[c]*dy + c2*(x - mean) + c3.
-template <typename T, int V, typename I, bool CHANNELS_LAST>
-__global__ void __launch_bounds__(kBlock, kMinBlocks)
+// dx = rstd*gamma[c]*g + c2*(x - mean) + c3, with g = dy (dy*act'(z) after an activation).
+template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT>
+__global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBlocksActivated)
     backward_dx(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dx,
                 const typename AccOf<T>::type* __restrict__ gamma,
+                const typename AccOf<T>::type* __restrict__ beta,
                 const typename AccOf<T>::type* __restrict__ mean,
                 const typename AccOf<T>::type* __restrict__ rstd,
                 const typename AccOf<T>::type* __restrict__ c2,
@@ -614,7 +692,9 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     for (int i = 0; i < V; ++i) {
       const I ci = CHANNELS_LAST ? c + I(i) : c;
       const A k1 = gamma == nullptr ? r : r * gamma[ci];
-      from_acc(k1 * to_acc(gs.v[i]) + k2 * (to_acc(xs.v[i]) - mu) + k3, out.v[i]);
+      const A centered = to_acc(xs.v[i]) - mu;
+      const A g = Preactivation<ACT, A>(gamma, beta, r, ci).gradient(to_acc(gs.v[i]), centered);
+      from_acc(k1 * g + k2 * centered + k3, out.v[i]);
     }
     store_pack<V>(dx, j, out);
   }
