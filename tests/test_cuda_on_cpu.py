@@ -216,7 +216,7 @@ def test_vector_width_follows_alignment(offset, vector):
     # float16 channels-last with 8 channels per group: 16-byte vectors when aligned.
     device = check((2, 4, 4, 32), -1, 4, np.float16, offset=offset)
     (apply,) = launched(device, "forward_apply")
-    assert apply == f"cugn::forward_apply<cugn::Half, {vector}, unsigned int, true>"
+    assert apply == f"cugn::forward_apply<cugn::Half, {vector}, unsigned int, true, cugn::kLinear>"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
@@ -398,8 +398,8 @@ def test_an_argument_of_the_wrong_width_is_caught(monkeypatch):
     layout = make_layout((2, 4, 4, 16), -1, 4)
     original = group_norm_cuda._prepare
 
-    def wrong_index(x5, arrays, storage):
-        plan, kernels, index = original(x5, arrays, storage)
+    def wrong_index(*args):
+        plan, kernels, index = original(*args)
         return plan, kernels, np.int64
 
     monkeypatch.setattr(group_norm_cuda, "_prepare", wrong_index)

@@ -512,3 +512,34 @@ def test_gradcheck_helper_inputs_on_the_cpu():
         inputs = gradcheck_inputs(np, shape, axis)
         assert cugn.gradcheck(
             lambda x, g, b: cugn.functional.group_norm(x, groups, g, b, axis=axis), list(inputs))
+
+
+# ------------------------------------------------------------------ fused activations
+
+
+@gpu
+@pytest.mark.parametrize("activation", ["silu", "swish", "relu", "gelu"])
+@pytest.mark.parametrize("axis, shape", [(-1, (2, 6, 6, 16)), (1, (2, 16, 6, 6))])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_fused_activation_matches_the_cpu_composition(cp, activation, axis, shape, dtype):
+    x, dy, gamma, beta = make_inputs(shape, make_layout(shape, axis, 4), dtype)
+    results = []
+    for xp in (np, cp):
+        xs = cugn.Tensor(xp.asarray(x), requires_grad=True)
+        g = cugn.Tensor(xp.asarray(gamma, dtype), requires_grad=True)
+        b = cugn.Tensor(xp.asarray(beta, dtype), requires_grad=True)
+        y = cugn.functional.group_norm(xs, 4, g, b, axis=axis, activation=activation)
+        y.backward(cugn.Tensor(xp.asarray(dy)))
+        results.append([t.numpy().astype(np.float64) for t in (y, xs.grad, g.grad, b.grad)])
+    for got, want in zip(results[1], results[0]):
+        assert_close(got, want, dtype, scale_with_magnitude=True)
+
+
+@gpu
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_fused_activation_derivatives_with_cupy_tensors(cp, activation):
+    shape, axis, groups = GRADCHECK_CASES[0]
+    fn = lambda x, g, b: cugn.functional.group_norm(x, groups, g, b, axis=axis,  # noqa: E731
+                                                    activation=activation)
+    assert cugn.gradcheck(fn, list(gradcheck_inputs(cp, shape, axis)))
+    assert cugn.gradgradcheck(fn, list(gradcheck_inputs(cp, shape, axis)))

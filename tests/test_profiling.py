@@ -208,3 +208,43 @@ def test_gpu_script_runs_every_case_and_writes_its_three_files(monkeypatch, tmp_
     assert names == sorted(expected)
     summary = (tmp_path / "results" / "group_norm_gpu.md").read_text()
     assert "--repeats 3" in summary and "abc1234" in summary
+
+
+# ------------------------------------------------------------------ the fused-SiLU GPU benchmark
+
+
+def silu_rows():
+    common = {"device": "GPU", "date": "2026-12-01", "commit": "abc1234", "shape": "2x8x8",
+              "axis": 1, "dtype": "float16"}
+    rows = [{**common, "pass": "forward", "fused_us": 10.0, "plain_us": 10.5, "silu_us": 6.0,
+             "silu_copy_us": 5.0},
+            {**common, "pass": "backward", "fused_us": 18.0, "plain_us": 15.0, "silu_us": 8.0,
+             "silu_copy_us": 7.0}]
+    for row in rows:
+        row["saved_us"], row["goal_met"] = profiling_scripts.load("group_norm_silu_gpu").saved(row)
+    return rows
+
+
+def test_silu_script_counts_what_fusing_saves_against_the_silus_traffic():
+    forward, backward = silu_rows()
+    assert (forward["saved_us"], forward["goal_met"]) == (6.5, True)    # 10.5 + 6 - 10 >= 5
+    assert (backward["saved_us"], backward["goal_met"]) == (5.0, False)  # 15 + 8 - 18 < 7
+
+
+def test_silu_script_writes_csv_and_summary(tmp_path):
+    script = profiling_scripts.load("group_norm_silu_gpu")
+    script.write_results(silu_rows(), tmp_path, "python profiling/group_norm_silu_gpu.py")
+    with open(tmp_path / "group_norm_silu_gpu.csv") as handle:
+        written = list(csv.DictReader(handle))
+    assert [r["goal_met"] for r in written] == ["True", "False"]
+    summary = (tmp_path / "group_norm_silu_gpu.md").read_text()
+    assert "1 of 2 rows meet the goal" in summary and "abc1234" in summary
+    assert summary.splitlines()[-1].endswith("| missed |")
+
+
+def test_silu_script_refuses_to_run_without_a_gpu(monkeypatch, tmp_path, capsys):
+    script = profiling_scripts.load("group_norm_silu_gpu")
+    monkeypatch.setattr(benchmark, "cuda_available", lambda: False)
+    assert script.main(["--out", str(tmp_path)]) == 1
+    assert "nothing was measured" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -348,7 +348,7 @@ def test_op_registration_passes_torch_library_opcheck():
     dy = _random(x.shape, torch.float64, seed=22)
     _, mean, rstd = torch.ops.cugn.group_norm(x.detach(), weight.detach(), None, 3, 1e-5)
     torch.library.opcheck(torch.ops.cugn.group_norm_backward.default,
-                          (x.detach(), dy, weight.detach(), mean, rstd, 3))
+                          (x.detach(), dy, weight.detach(), None, mean, rstd, 3))
 
 
 # ------------------------------------------------------------------ torch.compile and export
@@ -449,6 +449,49 @@ def test_activation_applies_after_the_normalization(name, reference):
     torch.testing.assert_close(module(x), reference(plain(x)))
     assert torch.autograd.gradcheck(module, (x,))
     assert repr(module).endswith(f"activation={name!r})")
+
+
+@pytest.mark.parametrize("activation", ["silu", "relu", "gelu"])
+def test_the_fused_create_graph_backward_is_the_compositions(activation):
+    # On CUDA the activation is fused and its create_graph backward is this formula;
+    # here it is checked on the CPU against torch's autograd of the composition.
+    from cugn.interop import torch_ops
+
+    reference = {"silu": F.silu, "relu": F.relu,
+                 "gelu": lambda y: F.gelu(y, approximate="none")}[activation]
+    x = _random((2, 4, 3, 3), torch.float64, seed=48, scale=2).requires_grad_()
+    weight = _random((4,), torch.float64, seed=49).requires_grad_()
+    bias = _random((4,), torch.float64, seed=50).requires_grad_()
+    dy = _random((2, 4, 3, 3), torch.float64, seed=51).requires_grad_()
+    y = reference(F.group_norm(x, 2, weight, bias, 1e-5))
+    want = torch.autograd.grad(y, (x, weight, bias), dy, create_graph=True)
+    got = torch_ops.differentiable_backward(x, dy, weight, 2, 1e-5, bias, activation)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    v = _random((2, 4, 3, 3), torch.float64, seed=52)
+    second = [torch.autograd.grad((dx * v).sum(), (x, weight, bias, dy), allow_unused=True)
+              for dx in (got[0], want[0])]
+    for g, w in zip(*second):
+        if w is None or activation == "relu" and g is None:
+            continue  # relu's slope does not depend on its input
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+
+
+def test_the_op_takes_an_activation_and_can_leave_it_out():
+    x = _random((2, 4, 3), torch.float32, seed=53)
+    without = torch.ops.cugn.group_norm(x, None, None, 2, 1e-5)
+    with_none = torch.ops.cugn.group_norm(x, None, None, 2, 1e-5, None)
+    for a, b in zip(without, with_none):
+        torch.testing.assert_close(a, b)
+    fake = torch.ops.cugn.group_norm(x.to("meta"), None, None, 2, 1e-5, "silu")
+    assert fake[0].shape == x.shape and fake[1].shape == (2, 2)
+
+
+def test_the_functional_form_takes_an_activation():
+    x = _random((2, 4, 3), torch.float64, seed=54)
+    torch.testing.assert_close(group_norm(x, 2, activation="swish"), F.silu(group_norm(x, 2)))
+    with pytest.raises(ValueError, match="activation must be None or one of .*got 'elu'"):
+        group_norm(x, 2, activation="elu")
 
 
 def test_gelu_is_keras_gelu():
@@ -596,9 +639,54 @@ def test_cuda_compile_fullgraph_matches_eager():
 
 
 @pytest.mark.gpu
-def test_cuda_bfloat16_is_a_clear_error():
-    with pytest.raises(TypeError, match="bfloat16 inputs on CUDA are not supported"):
-        GroupNorm(2, 4).cuda()(torch.randn(2, 4, 5, device="cuda").bfloat16())
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_cuda_bfloat16_reaches_the_kernels_and_matches_the_cpu(memory_format):
+    module = GroupNorm(4, 8)
+    _randomise_weights(module, seed=40)
+    x = _random((2, 8, 6, 6), torch.bfloat16, seed=41).to(memory_format=memory_format)
+    dy = _random((2, 8, 6, 6), torch.bfloat16, seed=42)
+    results = []
+    for device in ("cpu", "cuda"):
+        m = module.to(device)
+        xd = x.to(device).detach().requires_grad_()
+        y = m(xd)
+        y.backward(dy.to(device))
+        results.append([t.float().cpu() for t in (y, xd.grad, m.weight.grad, m.bias.grad)])
+        m.zero_grad()
+    assert y.dtype == torch.bfloat16
+    for got, want in zip(*results[::-1]):
+        torch.testing.assert_close(got, want, rtol=1.6e-2, atol=1.6e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation", ["silu", "relu", "gelu"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_cuda_fused_activation_matches_the_cpu_composition(activation, dtype):
+    module = GroupNorm(4, 8, activation=activation)
+    _randomise_weights(module, seed=43)
+    x = _random((2, 8, 5, 5), dtype, seed=44, scale=2)
+    dy = _random((2, 8, 5, 5), dtype, seed=45)
+    results = []
+    for device in ("cpu", "cuda"):
+        m = module.to(device)
+        xd = x.to(device).detach().requires_grad_()
+        y = m(xd)
+        y.backward(dy.to(device))
+        results.append([t.double().cpu() for t in (y, xd.grad, m.weight.grad, m.bias.grad)])
+        m.zero_grad()
+    tolerance = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-5}[dtype]
+    for got, want in zip(*results[::-1]):
+        torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.gpu
+def test_cuda_fused_activation_second_derivatives_and_compile():
+    module = GroupNorm(2, 4, activation="silu", dtype=torch.float64).cuda()
+    _randomise_weights(module, seed=46)
+    x = _random((3, 4, 5), torch.float64, seed=47).cuda().requires_grad_()
+    assert torch.autograd.gradcheck(module, (x,))
+    assert torch.autograd.gradgradcheck(module, (x,))
+    torch.testing.assert_close(torch.compile(module, fullgraph=True)(x), module(x))
 
 
 # ------------------------------------------------------------------ DistributedDataParallel

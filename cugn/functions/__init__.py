@@ -11,6 +11,6 @@ from .shape import (broadcast_to, cast, clone, concatenate, getitem, permute, re
 __all__ = [
     "abs", "add", "broadcast_to", "cast", "clone", "concatenate", "div", "erf", "exp", "gelu",
     "getitem", "log", "log_softmax", "matmul", "max", "mean", "mul", "neg", "permute", "pow",
-    "relu", "reshape", "sigmoid", "silu", "softmax", "sqrt", "stack", "sub", "sum", "sum_to", "tanh",
-    "to_device", "transpose", "var", "where",
+    "relu", "reshape", "sigmoid", "silu", "softmax", "sqrt", "stack", "sub", "sum", "sum_to",
+    "tanh", "to_device", "transpose", "var", "where",
 ]

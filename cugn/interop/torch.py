@@ -6,7 +6,8 @@ cugn's NumPy kernels for CPU tensors, its CUDA kernels for CUDA tensors, on
 torch's memory without a copy (``torch_ops``). Under ``torch.compile`` and
 ``torch.export`` they are the ``torch.ops.cugn.group_norm`` operator, traced as
 one node (``fullgraph=True`` works); in eager mode an ``autograd.Function`` over
-the same kernels.
+the same kernels. An activation after the normalization (silu, relu, gelu) is
+fused into the CUDA kernels, and applied with torch's own op on the CPU.
 """
 
 import math
@@ -20,22 +21,26 @@ from . import torch_ops
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
 
-# Applied after the normalization with torch operations: not fused into the kernels.
-# gelu is Keras's default, the exact form (approximate=False).
+# The activations by name ("swish" is "silu"): fused into the CUDA kernels, these torch
+# ops on the CPU. gelu is Keras's default and PyTorch's, the exact form.
 _ACTIVATIONS = {
-    "silu": F.silu, "swish": F.silu, "relu": F.relu,
-    "gelu": lambda y: F.gelu(y, approximate="none"),
+    "silu": F.silu, "relu": F.relu, "gelu": lambda y: F.gelu(y, approximate="none"),
 }
+_ALIASES = {"swish": "silu"}
 
 
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):  # noqa: A002 - torch's name
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *,  # noqa: A002
+               activation=None):
     """``torch.nn.functional.group_norm`` computed by cugn.
 
     float16 and bfloat16 inputs are computed in float32 and may have weights in
     their own dtype or in float32; float32 and float64 inputs take weights of their
     dtype. The output has the input's dtype and, when the input is channels-last
     (``torch.channels_last``, ``torch.channels_last_3d``), its memory format.
+    ``activation`` (None, "silu"/"swish", "relu", "gelu") is applied to the output:
+    in the same kernels on CUDA.
     """
+    activation = _check_activation(activation)
     _check_input(input)
     if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or \
             num_groups <= 0:
@@ -45,7 +50,11 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):  # noqa: A0
                          f"{tuple(input.shape)}) must be divisible by num_groups ({num_groups})")
     _check_weight("weight", weight, input)
     _check_weight("bias", bias, input)
-    return torch_ops.group_norm(input, weight, bias, int(num_groups), _check_eps(eps))
+    eps = _check_eps(eps)
+    if activation is not None and input.device.type != "cuda":
+        return _ACTIVATIONS[activation](torch_ops.group_norm(input, weight, bias,
+                                                             int(num_groups), eps))
+    return torch_ops.group_norm(input, weight, bias, int(num_groups), eps, activation)
 
 
 class GroupNorm(torch.nn.Module):
@@ -54,8 +63,9 @@ class GroupNorm(torch.nn.Module):
     ``num_channels``.
 
     ``activation`` (None, ``"silu"``/``"swish"``, ``"relu"`` or ``"gelu"``, the exact
-    gelu as Keras's default) is applied to the output with torch operations: it is not
-    fused into the kernels.
+    gelu as Keras's default) is applied to the output: fused into the CUDA kernels
+    (the backward recomputes its input, so nothing more is saved), and with torch's
+    op on the CPU.
     """
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None,
@@ -67,9 +77,7 @@ class GroupNorm(torch.nn.Module):
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
                              f"({num_groups})")
-        if activation is not None and activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be None or one of {sorted(_ACTIVATIONS)}, "
-                             f"got {activation!r}")
+        _check_activation(activation)
         self.num_groups = int(num_groups)
         self.num_channels = int(num_channels)
         self.eps = _check_eps(eps)
@@ -98,8 +106,8 @@ class GroupNorm(torch.nn.Module):
         if input.shape[1] != self.num_channels:
             raise ValueError(f"expected an input of shape (N, {self.num_channels}, *), "
                              f"got {tuple(input.shape)}")
-        y = group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
-        return y if self.activation is None else _ACTIVATIONS[self.activation](y)
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps,
+                          activation=self.activation)
 
     def extra_repr(self):
         text = (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
@@ -118,10 +126,16 @@ def _check_input(input):  # noqa: A002
     if input.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"cugn's GroupNorm runs on CPU and CUDA tensors, got one on "
                          f"{input.device}")
-    if input.dtype == torch.bfloat16 and input.device.type == "cuda":
-        raise TypeError("bfloat16 inputs on CUDA are not supported by cugn's GroupNorm yet "
-                        "(the adapter does not pass them to the CUDA kernels); use float16 "
-                        "on CUDA, or bfloat16 on the CPU")
+
+def _check_activation(activation):
+    """The canonical name of ``activation`` (a key of _ACTIVATIONS), or None."""
+    if activation is None:
+        return None
+    name = _ALIASES.get(activation, activation) if isinstance(activation, str) else None
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or one of "
+                         f"{sorted([*_ACTIVATIONS, *_ALIASES])}, got {activation!r}")
+    return name
 
 
 def _check_weight(name, weight, input):  # noqa: A002

@@ -10,8 +10,10 @@ so channels-last in is channels-last out.
 
 Host tensors become NumPy arrays (bfloat16 through ml_dtypes' bfloat16 view of
 the same bytes, since NumPy has no bfloat16 of its own), CUDA tensors CuPy
-arrays, inside ``kernel_context``: torch's device and current stream, with
-CuPy's allocations made by torch's caching allocator.
+arrays (bfloat16 as its 16-bit words, which the CUDA kernels read with
+``storage="bfloat16"``, since CuPy has no bfloat16 either), inside
+``kernel_context``: torch's device and current stream, with CuPy's allocations
+made by torch's caching allocator.
 """
 
 import contextlib
@@ -69,6 +71,8 @@ def as_array(tensor):
     if tensor.is_cuda:
         import cupy
 
+        if tensor.dtype == torch.bfloat16:
+            return cupy.from_dlpack(tensor.view(torch.int16))
         return cupy.from_dlpack(tensor)
     if tensor.dtype == torch.bfloat16:
         import ml_dtypes
@@ -77,11 +81,21 @@ def as_array(tensor):
     return np.from_dlpack(tensor)
 
 
-def as_tensor(array):
-    """A NumPy or CuPy array as a torch tensor on the same memory (zero copy)."""
+def storage(tensor):
+    """The kernels' ``storage`` argument for ``tensor``'s memory: "bfloat16" for the
+    16-bit words of a CUDA bfloat16 tensor, else None (the array's own dtype)."""
+    return "bfloat16" if tensor.is_cuda and tensor.dtype == torch.bfloat16 else None
+
+
+def as_tensor(array, dtype=None):
+    """A NumPy or CuPy array as a torch tensor on the same memory (zero copy);
+    ``dtype=torch.bfloat16`` reads 16-bit words as bfloat16."""
     if array.dtype.kind == "V":  # ml_dtypes' bfloat16: NumPy files dtypes it lacks as void
         return torch.from_dlpack(array.view(np.int16)).view(torch.bfloat16)
-    return torch.from_dlpack(array)
+    tensor = torch.from_dlpack(array)
+    if dtype == torch.bfloat16 and tensor.dtype != dtype:
+        return tensor.view(torch.bfloat16)
+    return tensor
 
 
 @contextlib.contextmanager

@@ -4,7 +4,8 @@
 ``backward(x, dy, gamma, mean, rstd, layout) -> (dx, dgamma, dbeta)`` take and
 return raw arrays; ``layout`` is the ``GroupLayout`` of ``layout.py``. On CuPy
 arrays both also take a fused ``activation`` (``fused_activation.py``), with
-``beta`` for the backward.
+``beta`` for the backward, and ``storage="bfloat16"`` for bfloat16 held in
+16-bit words (see ``group_norm_cuda``).
 
 CuPy arrays go to the CUDA kernels. NumPy arrays go to the Numba kernels when
 Numba is installed (the ``numba`` extra) and the input is one they compile
@@ -50,25 +51,27 @@ def _implementation(array, layout):
     return group_norm_numpy
 
 
-def forward(x, gamma, beta, layout, epsilon, activation=None):
-    if activation is None:
+def forward(x, gamma, beta, layout, epsilon, activation=None, storage=None):
+    if activation is None and storage is None:
         return _implementation(x, layout).forward(x, gamma, beta, layout, epsilon)
-    return _fusing(x, layout).forward(x, gamma, beta, layout, epsilon, activation=activation)
+    return _cuda(x, layout).forward(x, gamma, beta, layout, epsilon, storage=storage,
+                                    activation=activation)
 
 
-def backward(x, dy, gamma, mean, rstd, layout, beta=None, activation=None):
-    if activation is None:
+def backward(x, dy, gamma, mean, rstd, layout, beta=None, activation=None, storage=None):
+    if activation is None and storage is None:
         return _implementation(x, layout).backward(x, dy, gamma, mean, rstd, layout)
-    return _fusing(x, layout).backward(x, dy, gamma, mean, rstd, layout, beta=beta,
-                                       activation=activation)
+    return _cuda(x, layout).backward(x, dy, gamma, mean, rstd, layout, storage=storage,
+                                     beta=beta, activation=activation)
 
 
-def _fusing(array, layout):
-    """The implementation for a fused activation: the CUDA kernels only."""
+def _cuda(array, layout):
+    """The implementation for a fused activation or bfloat16 words: the CUDA kernels only."""
     if not backend.is_cupy_array(array):
-        raise ValueError("a fused activation needs CuPy arrays (the CUDA kernels); on the CPU "
-                         "apply the activation to the result, as cugn.functional.group_norm "
-                         "does")
+        raise ValueError("a fused activation, or storage='bfloat16', needs CuPy arrays (the "
+                         "CUDA kernels); on the CPU apply the activation to the result, as "
+                         "cugn.functional.group_norm does, and pass bfloat16 as ml_dtypes' "
+                         "bfloat16")
     return _implementation(array, layout)
 
 

@@ -5,8 +5,9 @@ Kernels are compiled at run time, one ``cupy.RawModule`` per ``Configuration``
 (storage dtype, vector width, 64-bit indexing, fused activation) and device. A
 configuration without an activation holds every kernel it can launch; one with
 an activation holds only the kernels the activation changes (the apply, the
-backward's partial sums and dx), and borrows the rest from its plain twin. ``compile_check.py`` compiles exactly these modules
-through NVRTC for explicit architectures, so CI proves what ships.
+backward's partial sums and dx), and borrows the rest from its plain twin.
+``compile_check.py`` compiles exactly these modules through NVRTC for explicit
+architectures, so CI proves what ships.
 """
 
 import dataclasses
@@ -94,7 +95,8 @@ class Configuration:
         return dataclasses.replace(self, activation=None)
 
     def __str__(self):
-        text = f"{self.dtype.name}, vector {self.vector}, {'64' if self.index64 else '32'}-bit index"
+        index = "64" if self.index64 else "32"
+        text = f"{self.dtype.name}, vector {self.vector}, {index}-bit index"
         return text if self.activation is None else f"{text}, {self.activation}"
 
 
