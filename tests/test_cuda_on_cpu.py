@@ -370,7 +370,20 @@ def test_elementwise_kernels_write_each_output_once_and_traffic_is_per_allocatio
     assert dx[("x",)].read == dx[("dy",)].read == nbytes
     statistics = {t.parameters: t for t in by_kernel["forward_stats_column"].traffic}
     assert statistics[("x",)].read >= nbytes and statistics[("x",)].written == 0
-    assert len(device.launches) == 7
+    assert len(device.launches) == 6  # forward: statistics, apply; backward: four
+
+
+@pytest.mark.parametrize("shape, axis, groups, kernel, split", [
+    (*CASES[0], "forward_stats_column", False), (*CASES[1], "forward_stats_segment", False),
+    (*CASES[14], "forward_stats_column", True), (*CASES[17], "forward_stats_segment", True)],
+    ids=str)
+def test_the_forward_finalizes_in_its_statistics_kernel_unless_groups_are_split(
+        shape, axis, groups, kernel, split):
+    device = check(shape, axis, groups, np.float32)
+    forward = [launch.kernel for launch in device.launches][:3 if split else 2]
+    want = [kernel, "forward_finalize", "forward_apply"] if split else [kernel, "forward_apply"]
+    assert forward == want
+    assert (plan_of(shape, axis, groups, np.float32, device).statistics.split > 1) == split
 
 
 # ------------------------------------------------------------------ the launcher checks arguments

@@ -48,11 +48,14 @@ def test_re_reads_within_a_launch_hit_l2_for_small_arrays_only():
 
 
 @pytest.mark.skipif(compiler() is None, reason="needs g++ (>= 12) or clang++")
-@pytest.mark.parametrize("axis, shape", [(-1, (2, 32, 32, 64)), (1, (2, 64, 32, 32))])
-def test_rows_of_a_small_case(axis, shape):
+# Planned for 132 SMs, the channels-last tiles of two samples are split (statistics,
+# finalize, apply); the channels-first groups are not (statistics, apply).
+@pytest.mark.parametrize("axis, shape, forward_launches",
+                         [(-1, (2, 32, 32, 64), 3), (1, (2, 64, 32, 32), 2)])
+def test_rows_of_a_small_case(axis, shape, forward_launches):
     forward, backward = script.measure(benchmark.Case(shape, axis, 32, "float16"))
     nbytes = 2 * 32 * 32 * 64 * 2
-    assert (forward["launches"], backward["launches"]) == (3, 4)
+    assert (forward["launches"], backward["launches"]) == (forward_launches, 4)
     assert forward["minimum_bytes"] == 2 * nbytes and backward["minimum_bytes"] == 3 * nbytes
     # Small enough to stay in L2: DRAM sees each input read once and each output written
     # once, plus the statistics, the partial sums (3 values per split chunk of each

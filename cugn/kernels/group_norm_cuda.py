@@ -7,9 +7,10 @@ stream without synchronising; no float atomics, so on one GPU model the same
 input, at the same alignment, gives bitwise the same results (the split of
 large groups depends on the SM count, the vector width on the addresses).
 
-Forward: statistics partials, one thread per group merging them (mean, rstd),
-then y = act(a*(x - p) + b) in one elementwise pass, act an optional fused
-activation. Backward: per-(n, c) sums of g, g*(x - mean) and x - mean, with g = dy
+Forward: the statistics of each group (mean, rstd), from the statistics kernel
+itself when one unit of threads reduces a whole group, else from partials that
+one thread per group merges; then y = act(a*(x - p) + b) in one elementwise
+pass, act an optional fused activation. Two launches, three for split groups. Backward: per-(n, c) sums of g, g*(x - mean) and x - mean, with g = dy
 (dy*act'(z) after an activation, z recomputed from x, mean, rstd, gamma and beta),
 then per-group coefficients and dgamma/dbeta from those sums in a fixed order,
 then dx = c1*g + c2*(x - mean) + c3 in one elementwise pass. The sum of x - mean
@@ -60,29 +61,33 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
     units = batch * groups
 
     stats = plan.statistics
-    partials = cupy.empty(3 * units * stats.split, acc)
-    if stats.kernel == "segment":
-        kernels.forward_stats_segment(
-            (stats.grid,), (cuda_plan.BLOCK,),
-            (x5, partials, index(units), index(groups), index(rows),
-             index(group_channels * spatial // plan.vector), index(stats.split),
-             index(stats.chunk), np.int32(stats.unit_threads)))
-    else:
-        kernels.forward_stats_column(
-            (stats.grid,), (cuda_plan.BLOCK,),
-            (x5, partials, index(rows), index(channels), index(group_channels), index(groups),
-             index(stats.column_chunks), index(stats.split), index(stats.chunk),
-             np.int32(stats.lanes), np.int32(stats.rows_per_block), np.int32(stats.merge_width)))
-
     mean = cupy.empty((batch, groups), acc)
     rstd = cupy.empty((batch, groups), acc)
     pivot = cupy.empty(units, acc)
     shifted_mean = cupy.empty(units, acc)
-    kernels.forward_finalize(
-        (plan.finalize_grid,), (cuda_plan.BLOCK,),
-        (x5, partials, mean, rstd, pivot, shifted_mean, index(units), index(stats.split),
-         index(groups), index(rows * channels * spatial), index(group_channels * spatial),
-         acc.type(layout.group_size), acc.type(epsilon)))
+    statistics = (mean, rstd, pivot, shifted_mean)
+    count, epsilon = acc.type(layout.group_size), acc.type(epsilon)
+    # Unsplit groups get their statistics from the statistics kernel itself; split
+    # ones leave partials for forward_finalize to merge.
+    partials = cupy.empty(3 * units * stats.split, acc) if stats.split > 1 else None
+    if stats.kernel == "segment":
+        kernels.forward_stats_segment(
+            (stats.grid,), (cuda_plan.BLOCK,),
+            (x5, partials, *statistics, index(units), index(groups), index(rows),
+             index(group_channels * spatial // plan.vector), index(stats.split),
+             index(stats.chunk), np.int32(stats.unit_threads), count, epsilon))
+    else:
+        kernels.forward_stats_column(
+            (stats.grid,), (cuda_plan.BLOCK,),
+            (x5, partials, *statistics, index(rows), index(channels), index(group_channels),
+             index(groups), index(stats.column_chunks), index(stats.split), index(stats.chunk),
+             np.int32(stats.lanes), np.int32(stats.rows_per_block), np.int32(stats.merge_width),
+             count, epsilon))
+    if partials is not None:
+        kernels.forward_finalize(
+            (plan.finalize_grid,), (cuda_plan.BLOCK,),
+            (x5, partials, *statistics, index(units), index(stats.split), index(groups),
+             index(rows * channels * spatial), index(group_channels * spatial), count, epsilon))
 
     kernels.forward_apply(
         (plan.elementwise_grid,), (cuda_plan.BLOCK,),

@@ -9,7 +9,8 @@
 //   I  index type: unsigned int below 2^31 elements, unsigned long long above;
 //   ACT  the activation fused into the forward's store (kLinear: none).
 //
-// Forward:  statistics partials -> finalize (mean, rstd) -> apply y = act(a*(x - p) + b).
+// Forward:  statistics (partials -> finalize when groups are split) -> apply
+//           y = act(a*(x - p) + b).
 // Backward: per-channel partial sums -> group coefficients, dgamma and dbeta -> dx.
 // With an activation, the backward recomputes its input z from x, mean and rstd
 // and takes dy*act'(z) for dy throughout (no extra tensor saved by the forward).
@@ -287,6 +288,29 @@ __device__ __forceinline__ void add_pack(Sums<A>& s, const Pack<T, V>& x, const 
   }
 }
 
+// ------------------------------------------------------------------ group statistics
+
+// The statistics of group q from the Welford state of its values less the pivot p
+// (the group's first value): mean and rstd, and the pivot and pivot-relative mean
+// the apply kernel uses. Written by the statistics kernels themselves when one
+// unit of threads reduces a whole group, else by forward_finalize.
+template <typename A, typename I>
+__device__ __forceinline__ void write_statistics(const Welford<A>& w, A p, A count, A epsilon,
+                                                 I q, A* __restrict__ mean, A* __restrict__ rstd,
+                                                 A* __restrict__ pivot,
+                                                 A* __restrict__ shifted_mean) {
+  // Clamped at zero with a comparison, not max(), which would turn NaN (a group
+  // holding NaN or infinity) into 0.
+  A var = w.m2 / count;
+  if (var < A(0)) var = A(0);
+  const A denominator = var + epsilon;
+  // rstd = 0 where var + epsilon == 0: a constant group with epsilon 0 maps to beta.
+  rstd[q] = denominator == A(0) ? A(0) : A(1) / sqrt(denominator);
+  mean[q] = p + w.mean;
+  pivot[q] = p;
+  shifted_mean[q] = w.mean;
+}
+
 // ------------------------------------------------------------------ segment traversal
 //
 // A "segment unit" is `segments` rows of `row` vectors each, `stride` vectors apart:
@@ -301,35 +325,46 @@ __device__ __forceinline__ I segment_offset(I j, I row, I stride, I segments) {
 }
 
 // Forward statistics over segment units (channels-first, general layouts, and
-// channels-last with long groups). Partials are (count, mean, m2), each an array
-// of units*split values, indexed by unit*split + chunk.
+// channels-last with long groups). With split == 1 each unit is a whole group and
+// its statistics are written here (partials unused); else partials are (count,
+// mean, m2), each an array of units*split values, indexed by unit*split + chunk,
+// and forward_finalize merges them.
 template <typename T, int V, typename I>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     forward_stats_segment(const T* __restrict__ x, typename AccOf<T>::type* __restrict__ partials,
-                          I units, I inner, I segments, I row, I split, I chunk,
-                          int unit_threads) {
+                          typename AccOf<T>::type* __restrict__ mean,
+                          typename AccOf<T>::type* __restrict__ rstd,
+                          typename AccOf<T>::type* __restrict__ pivot,
+                          typename AccOf<T>::type* __restrict__ shifted_mean, I units, I inner,
+                          I segments, I row, I split, I chunk, int unit_threads,
+                          typename AccOf<T>::type count, typename AccOf<T>::type epsilon) {
   typedef typename AccOf<T>::type A;
   const int lane = threadIdx.x & (unit_threads - 1);
   const I slot = I(blockIdx.x) * I(kBlock / unit_threads) + I(threadIdx.x / unit_threads);
   const I slots = units * split;
   Welford<A> w = empty_welford<A>();
+  A p = A(0);
   if (slot < slots) {
     const I unit = slot / split;
     const I k = slot % split;
     const I base = (unit / inner) * segments * inner * row + (unit % inner) * row;
     const I stride = inner * row;
-    const A pivot = to_acc(x[base * V]);
+    p = to_acc(x[base * V]);
     const I end = min(k * chunk + chunk, segments * row);
 #pragma unroll 4
     for (I j = k * chunk + I(lane); j < end; j += I(unit_threads)) {
-      add_pack<V>(w, load_pack<V>(x, base + segment_offset(j, row, stride, segments)), pivot);
+      add_pack<V>(w, load_pack<V>(x, base + segment_offset(j, row, stride, segments)), p);
     }
   }
   w = unit_merge(w, empty_welford<A>(), unit_threads);
   if (lane == 0 && slot < slots) {
-    partials[slot] = w.count;
-    partials[slots + slot] = w.mean;
-    partials[2 * slots + slot] = w.m2;
+    if (split == 1) {
+      write_statistics(w, p, count, epsilon, slot, mean, rstd, pivot, shifted_mean);
+    } else {
+      partials[slot] = w.count;
+      partials[slots + slot] = w.mean;
+      partials[2 * slots + slot] = w.m2;
+    }
   }
 }
 
@@ -346,8 +381,13 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
 template <typename T, int V, typename I>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     forward_stats_column(const T* __restrict__ x, typename AccOf<T>::type* __restrict__ partials,
-                         I rows, I channels, I group_channels, I groups, I column_chunks,
-                         I split, I chunk_rows, int lanes, int rows_per_block, int merge_width) {
+                         typename AccOf<T>::type* __restrict__ mean,
+                         typename AccOf<T>::type* __restrict__ rstd,
+                         typename AccOf<T>::type* __restrict__ pivot,
+                         typename AccOf<T>::type* __restrict__ shifted_mean, I rows, I channels,
+                         I group_channels, I groups, I column_chunks, I split, I chunk_rows,
+                         int lanes, int rows_per_block, int merge_width,
+                         typename AccOf<T>::type count, typename AccOf<T>::type epsilon) {
   typedef typename AccOf<T>::type A;
   __shared__ Welford<A> thread_results[kBlock];
   const int lane = threadIdx.x % lanes;
@@ -383,17 +423,22 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
       }
       const I slots = I(gridDim.x) / column_chunks / split * groups * split;
       const I slot = (n * groups + g) * split + k;
-      partials[slot] = total.count;
-      partials[slots + slot] = total.mean;
-      partials[2 * slots + slot] = total.m2;
+      if (split == 1) {  // the block saw the whole group
+        const A p = to_acc(x[n * rows * channels + g * group_channels]);
+        write_statistics(total, p, count, epsilon, slot, mean, rstd, pivot, shifted_mean);
+      } else {
+        partials[slot] = total.count;
+        partials[slots + slot] = total.mean;
+        partials[2 * slots + slot] = total.m2;
+      }
     }
   }
 }
 
 // ------------------------------------------------------------------ forward
 
-// One thread per group (n, g): merges its `split` partials in order and writes
-// mean and rstd, and the pivot and pivot-relative mean the apply kernel uses.
+// One thread per group (n, g), after a split statistics pass: merges its `split`
+// partials in order and writes the group's statistics.
 template <typename T, typename I>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     forward_finalize(const T* __restrict__ x, const typename AccOf<T>::type* __restrict__ partials,
@@ -413,18 +458,8 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     const Welford<A> part = {partials[slot], partials[slots + slot], partials[2 * slots + slot]};
     w = merge(w, part);
   }
-  // Clamped at zero with a comparison, not max(), which would turn NaN (a group
-  // holding NaN or infinity) into 0.
-  A var = w.m2 / count;
-  if (var < A(0)) var = A(0);
-  const A denominator = var + epsilon;
-  // rstd = 0 where var + epsilon == 0: a constant group with epsilon 0 maps to beta.
-  const A r = denominator == A(0) ? A(0) : A(1) / sqrt(denominator);
   const A p = to_acc(x[(q / groups) * batch_stride + (q % groups) * group_stride]);
-  mean[q] = p + w.mean;
-  rstd[q] = r;
-  pivot[q] = p;
-  shifted_mean[q] = w.mean;
+  write_statistics(w, p, count, epsilon, q, mean, rstd, pivot, shifted_mean);
 }
 
 // The (n, c) of the vector starting at element e; with S == 1 (channels-last) the
