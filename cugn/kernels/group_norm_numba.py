@@ -9,9 +9,10 @@ parallel (``prange``). As on NumPy, the statistics take two passes (the mean,
 then the squares of the values centred on it), so the variance stays exact when
 |mean| >> std, and every sum adds blocks of values in the compute dtype and the
 blocks' sums in float64, so float32 keeps its digits on groups of any size.
-float16 is converted to float32 on the way in and back on the way out. This
-module imports Numba: ``cugn.kernels.numba_kernels()`` imports it on the
-first call, when Numba is installed.
+float16 is converted to float32 on the way in and back on the way out, by the
+compiled conversions of ``float16_numba`` (NumPy's are several times slower than
+the kernels). This module imports Numba: ``cugn.kernels.numba_kernels()``
+imports it on the first call, when Numba is installed.
 """
 
 import numpy as np
@@ -19,6 +20,7 @@ from numba import njit, prange
 
 from ..backend import compute_dtype
 from ..profiling.nvtx import kernel_range
+from . import float16_numba
 
 DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 BLOCK = 256  # values summed in the compute dtype; the sums of blocks are added in float64
@@ -69,10 +71,15 @@ def _channels_view(x, layout, dtype):
     (rows is True), else (N, K, S); a copy only if needed."""
     n, m, g, d, s = layout.view
     shape = (n, m, g * d) if s == 1 else (n, g * d, s)
-    return np.ascontiguousarray(layout.to_view(x).reshape(shape), dtype=dtype), s == 1
+    x3 = layout.to_view(x).reshape(shape)
+    if x3.dtype == np.float16:
+        return float16_numba.to_float32(x3), s == 1
+    return np.ascontiguousarray(x3, dtype=dtype), s == 1
 
 
 def _from_channels(y3, dtype, layout):
+    if dtype == np.float16:
+        y3 = float16_numba.to_float16(y3)
     return layout.from_view(y3.reshape(layout.view)).astype(dtype, copy=False)
 
 
