@@ -162,7 +162,7 @@ def test_second_derivatives_still_record(cpu_kernels):
 
 
 @pytest.mark.parametrize("name, loops", [("sigmoid", ["sigmoid", "sigmoid_backward"]),
-                                         ("silu", ["silu", "silu_backward"]),
+                                         ("silu", ["silu_and_slope"]),
                                          ("tanh", ["tanh_backward"])])
 def test_numba_runs_where_it_compiles_the_arrays(name, loops, monkeypatch):
     calls = []
@@ -179,3 +179,11 @@ def test_numba_runs_where_it_compiles_the_arrays(name, loops, monkeypatch):
     monkeypatch.setattr(kernels, "numba_enabled", False)
     value_and_grad(name, x, np.ones_like(x))
     assert calls == []
+
+
+def test_silu_without_a_gradient_keeps_no_derivative(rng, cpu_kernels):
+    x = (4 * rng.standard_normal((5, 30000))).astype(np.float32)  # several chunks
+    y = cugn.silu(cugn.tensor(x))
+    assert y.grad_fn is None
+    np.testing.assert_array_equal(y.numpy(), value_and_grad("silu", x, np.ones_like(x))[0])
+    check_against_reference("silu", x, np.ones_like(x), np.float32)

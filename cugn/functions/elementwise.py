@@ -1,8 +1,9 @@
 """Elementwise functions. Each backward is written with Tensor operations on the
 saved input or output, so it is itself differentiable. The activations whose
-gradients take several operations (sigmoid, silu, tanh) also have a first-order
+gradients take several operations (sigmoid, tanh) also have a first-order
 backward on raw arrays for when no graph is being built, NumPy passes that update
-one temporary in place. With Numba, sigmoid and silu and those backwards run
+one temporary in place; silu's forward leaves its derivative for a first-order
+backward of one product. With Numba, sigmoid and silu and those backwards run
 fused loops instead (``cugn.kernels.elementwise_numba``: the same bits, in fewer
 passes over memory)."""
 
@@ -153,37 +154,40 @@ class SiLU(Function):
 
     @staticmethod
     def forward(ctx, a):
-        s, result = _on_arrays("silu", a)
-        ctx.save_for_backward(a, s, result)
+        if not ctx.needs_input_grad[0]:
+            return _on_arrays("silu", a)
+        # The derivative is made here, while sigmoid(a) is at hand: the first-order
+        # backward is then one product, and no more than it has to be kept.
+        result, slope = _on_arrays("silu_and_slope", a)
+        ctx.save_for_backward(a, slope)
         return result
 
     @staticmethod
     def backward(ctx, grad):
-        a, s, result = ctx.saved_tensors
+        a, slope = ctx.saved_tensors
         if is_grad_enabled():  # create_graph: sigmoid recorded from a, so differentiable
             s = sigmoid(a)
             return grad * (s * (1 + a * (1 - s)))
-        return Tensor(_on_arrays("silu_backward", s.data, result.data, grad.data))
+        return grad * slope
 
 
-def _silu_arrays(a):
-    """(sigmoid(a), a * sigmoid(a))."""
+def _silu_array(a):
+    return a * _sigmoid_array(a)
+
+
+def _silu_and_slope(a):
+    """(silu(a), its derivative s * (1 + a * (1 - s)) = (1 - s) * silu(a) + s), with
+    s = sigmoid(a), in one temporary beside them."""
     s = _sigmoid_array(a)
-    return s, a * s
+    result = a * s
+    slope = 1 - s
+    slope *= result
+    slope += s
+    return result, slope
 
 
-def _silu_backward(s, y, grad):
-    """grad * s * (1 + x * (1 - s)) = grad * ((1 - s) * y + s) with y = x * s, in one
-    temporary."""
-    out = 1 - s
-    out *= y
-    out += s
-    out *= grad
-    return out
-
-
-_ON_NUMPY = {"sigmoid": _sigmoid_array, "silu": _silu_arrays,
-             "sigmoid_backward": _sigmoid_backward, "silu_backward": _silu_backward,
+_ON_NUMPY = {"sigmoid": _sigmoid_array, "silu": _silu_array,
+             "silu_and_slope": _silu_and_slope, "sigmoid_backward": _sigmoid_backward,
              "tanh_backward": _tanh_backward}
 
 

@@ -1,11 +1,11 @@
-"""sigmoid, silu and the first-order backward of sigmoid, silu and tanh with
-loops compiled by Numba: the CPU path of these activations when Numba is installed.
+"""sigmoid and silu, and the first-order backward of sigmoid and tanh, with loops
+compiled by Numba: the CPU path of these activations when Numba is installed.
 
-NumPy spends one pass over memory per operation (a stable sigmoid and its
-gradient take seven); here each backward is one loop, and the forwards run a
-chunk of the values at a time, small enough to stay in cache: NumPy's exp
-(vectorised, where Numba's is a scalar call per value) and one compiled loop for
-the rest. The operations and their order are those of the NumPy functions in
+NumPy spends one pass over memory per operation (sigmoid and its gradient take
+seven); here each backward is one loop, and the forwards run a chunk of the
+values at a time, small enough to stay in cache: NumPy's exp (vectorised, where
+Numba's is a scalar call per value) and one compiled loop for the rest. silu's
+forward also leaves its derivative, so that its backward is one product. The operations and their order are those of the NumPy functions in
 ``cugn.functions.elementwise`` (no fastmath, so nothing is reassociated or
 contracted): the same bits. For C-contiguous float32 and float64 arrays of one
 shape and dtype; anything else stays on NumPy. This module imports Numba:
@@ -42,26 +42,40 @@ def sigmoid(a):
 
 
 def silu(a):
-    """(sigmoid(a), a * sigmoid(a)), as ``sigmoid``."""
-    s, y = np.empty_like(a), np.empty_like(a)
-    flat_a, flat_s, flat_y = a.reshape(-1), s.reshape(-1), y.reshape(-1)
+    """a * sigmoid(a), as ``sigmoid``."""
+    return _silu(a, False)[0]
+
+
+def silu_and_slope(a):
+    """(silu(a), its derivative s * (1 + a * (1 - s)) = (1 - s) * silu(a) + s), as
+    ``sigmoid``: the backward is then one product."""
+    return _silu(a, True)
+
+
+def _silu(a, slope):
+    """(silu(a), its derivative when ``slope`` else None); exp(-a) goes into the
+    derivative's array, or into one chunk of scratch."""
+    y = np.empty_like(a)
+    slopes = np.empty_like(a) if slope else None
+    flat_a, flat_y = a.reshape(-1), y.reshape(-1)
+    chunks = _chunks(a)
+    scratch = None if slope else np.empty(chunks[0].stop if chunks else 0, a.dtype)
     with np.errstate(over="ignore", under="ignore"):
-        for chunk in _chunks(a):
-            e = flat_s[chunk]
-            np.negative(flat_a[chunk], out=e)
+        for chunk in chunks:
+            xc = flat_a[chunk]
+            e = slopes.reshape(-1)[chunk] if slope else scratch[:xc.shape[0]]
+            np.negative(xc, out=e)
             np.exp(e, out=e)
-            _silu_from_exp(flat_a[chunk], e, flat_y[chunk])
-    return s, y
+            if slope:
+                _silu_and_slope_from_exp(xc, e, flat_y[chunk])
+            else:
+                _silu_from_exp(xc, e, flat_y[chunk])
+    return y, slopes
 
 
 def sigmoid_backward(s, grad):
     """grad * s * (1 - s), from the forward's output s."""
     return _backward(_sigmoid_backward, s, grad)
-
-
-def silu_backward(s, y, grad):
-    """grad * ((1 - s) * y + s), from sigmoid(x) and the forward's output y = x * s."""
-    return _backward(_silu_backward, s, y, grad)
 
 
 def tanh_backward(t, grad):
@@ -94,12 +108,21 @@ def _reciprocal_of_one_plus(e):
 
 @njit(error_model="numpy", cache=True)
 def _silu_from_exp(a, e, y):
-    """From e = exp(-a): e = sigmoid(a), in place, and y = a * sigmoid(a)."""
+    """From e = exp(-a): y = a * sigmoid(a)."""
+    one = e.dtype.type(1)
+    for i in range(e.shape[0]):
+        y[i] = a[i] * (one / (one + e[i]))
+
+
+@njit(error_model="numpy", cache=True)
+def _silu_and_slope_from_exp(a, e, y):
+    """From e = exp(-a): y = a * sigmoid(a), and e = (1 - s) * y + s, in place."""
     one = e.dtype.type(1)
     for i in range(e.shape[0]):
         s = one / (one + e[i])
-        e[i] = s
-        y[i] = a[i] * s
+        value = a[i] * s
+        y[i] = value
+        e[i] = (one - s) * value + s
 
 
 @njit(error_model="numpy", cache=True)
@@ -107,13 +130,6 @@ def _sigmoid_backward(s, grad, out):
     one = s.dtype.type(1)
     for i in range(s.shape[0]):
         out[i] = (one - s[i]) * s[i] * grad[i]
-
-
-@njit(error_model="numpy", cache=True)
-def _silu_backward(s, y, grad, out):
-    one = s.dtype.type(1)
-    for i in range(s.shape[0]):
-        out[i] = ((one - s[i]) * y[i] + s[i]) * grad[i]
 
 
 @njit(error_model="numpy", cache=True)
