@@ -122,41 +122,37 @@ def _forward_cols(x, groups, gamma, beta, epsilon, y, mean, rstd):
     depth = channels // groups
     count = cols * depth
     for n in prange(batch):
-        xn = x[n]
-        # First pass: the mean, summed from values shifted by a pivot (so that it cancels
-        # little when |mean| >> std), rounded to x's dtype as the centre of the second.
-        pivot = _group_pivot(xn[:, 0], groups)
-        centre = np.empty(channels, x.dtype)
+        xn, yn = x[n], y[n]
+        # A group at a time, so that its rows stay in cache through the three passes.
         for g in range(groups):
+            first, last = g * depth, (g + 1) * depth
+            # First pass: the mean, summed from values shifted by a pivot (the group's
+            # first value, so that it cancels little when |mean| >> std), rounded to x's
+            # dtype as the centre of the second.
+            pivot = xn[first, 0]
             total = 0.0
-            for k in range(g * depth, (g + 1) * depth):
-                total += _contiguous_sums(xn[k], pivot[k])[0]  # (its squares are not used)
-            value = np.float64(pivot[g * depth]) + total / count
-            centre[g * depth:(g + 1) * depth] = value
-        # Second pass: sums of d = x - centre and of its square. The centre is off the mean
-        # by its rounding (or more, when one value is far from the rest); the sum of d
-        # corrects the mean and the variance for it: var = mean(d^2) - mean(d)^2.
-        scale = np.empty(channels, x.dtype)
-        bias = np.empty(channels, x.dtype)
-        for g in range(groups):
+            for k in range(first, last):
+                total += _contiguous_sums(xn[k], pivot)[0]  # (its squares are not used)
+            centre = x.dtype.type(np.float64(pivot) + total / count)
+            # Second pass: sums of d = x - centre and of its square. The centre is off the
+            # mean by its rounding (or more, when one value is far from the rest); the sum
+            # of d corrects the mean and the variance for it: var = mean(d^2) - mean(d)^2.
             sum_d, sum_squares = 0.0, 0.0
-            for k in range(g * depth, (g + 1) * depth):
-                d, squares = _contiguous_sums(xn[k], centre[k])
+            for k in range(first, last):
+                d, squares = _contiguous_sums(xn[k], centre)
                 sum_d += d
                 sum_squares += squares
             correction = sum_d / count
             variance = max(sum_squares / count - correction * correction, 0.0) + epsilon
             # 0 for a constant group with epsilon 0 (the output is beta); NaN stays NaN.
             inverse = 0.0 if variance == 0 else 1.0 / np.sqrt(variance)
-            mean[n, g] = np.float64(centre[g * depth]) + correction
+            mean[n, g] = np.float64(centre) + correction
             rstd[n, g] = inverse
-            for k in range(g * depth, (g + 1) * depth):
-                # y = (x - centre - correction) * rstd * gamma + beta
-                scale[k] = inverse * gamma[k]
-                bias[k] = beta[k] - correction * inverse * gamma[k]
-        yn = y[n]
-        for k in range(channels):
-            _apply_row(xn[k], centre[k], scale[k], bias[k], yn[k])
+            # Third pass: y = (x - centre - correction) * rstd * gamma + beta.
+            for k in range(first, last):
+                scale = inverse * gamma[k]
+                _apply_row(xn[k], centre, x.dtype.type(scale),
+                           x.dtype.type(beta[k] - correction * scale), yn[k])
 
 
 @njit(cache=True)
@@ -298,20 +294,23 @@ def _backward_rows(x, dy, groups, mean, rstd, weight, dx, dgamma, dbeta):
 @njit(parallel=True, cache=True)
 def _backward_cols(x, dy, groups, mean, rstd, weight, dx, dgamma, dbeta):
     batch, channels, cols = x.shape
+    depth = channels // groups
     for n in prange(batch):
-        xn, dyn = x[n], dy[n]
+        xn, dyn, dxn = x[n], dy[n], dx[n]
         centre = _saved_centre(mean, n, channels, groups)
         sum_dy, sum_dy_centred, sum_centred = np.empty(channels), np.empty(channels), \
             np.empty(channels)
-        for k in range(channels):
-            sum_dy[k], sum_dy_centred[k], sum_centred[k] = _contiguous_gradient_sums(
-                xn[k], dyn[k], centre[k])
-        c1, c2, c3 = _coefficients(sum_dy, sum_dy_centred, sum_centred, cols, groups, rstd,
-                                   weight, n, dgamma, dbeta)
-        dxn = dx[n]
-        for k in range(channels):
-            _gradient_row(xn[k], dyn[k], centre[k], x.dtype.type(c1[k]), x.dtype.type(c2[k]),
-                          x.dtype.type(c3[k]), dxn[k])
+        c1, c2, c3 = np.empty(channels), np.empty(channels), np.empty(channels)
+        # A group at a time, so that its rows are still in cache for dx.
+        for g in range(groups):
+            for k in range(g * depth, (g + 1) * depth):
+                sum_dy[k], sum_dy_centred[k], sum_centred[k] = _contiguous_gradient_sums(
+                    xn[k], dyn[k], centre[k])
+            _group_coefficients(g, sum_dy, sum_dy_centred, sum_centred, cols * depth, depth,
+                                rstd[n, g], weight, n, dgamma, dbeta, c1, c2, c3)
+            for k in range(g * depth, (g + 1) * depth):
+                _gradient_row(xn[k], dyn[k], centre[k], x.dtype.type(c1[k]),
+                              x.dtype.type(c2[k]), x.dtype.type(c3[k]), dxn[k])
 
 
 @njit(cache=True)
@@ -331,28 +330,34 @@ def _coefficients(sum_dy, sum_dy_centred, sum_centred, per_channel, groups, rstd
     the sample's dgamma and dbeta."""
     channels = sum_dy.shape[0]
     depth = channels // groups
-    count = per_channel * depth
     c1, c2, c3 = np.empty(channels), np.empty(channels), np.empty(channels)
     for g in range(groups):
-        r = rstd[n, g]
-        # The saved mean is rounded to the compute dtype; `residual`, the mean of
-        # x - mean over the group, corrects for it.
-        residual = sum_centred[g * depth:(g + 1) * depth].sum() / count
-        mean_g, mean_g_xhat = 0.0, 0.0
-        for k in range(g * depth, (g + 1) * depth):
-            dy_centred = sum_dy_centred[k] - residual * sum_dy[k]
-            dgamma[n, k] = dy_centred * r
-            dbeta[n, k] = sum_dy[k]
-            mean_g += weight[k] * sum_dy[k]
-            mean_g_xhat += weight[k] * dy_centred
-        mean_g /= count
-        mean_g_xhat *= r / count
-        slope = -r * r * mean_g_xhat
-        for k in range(g * depth, (g + 1) * depth):
-            c1[k] = r * weight[k]
-            c2[k] = slope
-            c3[k] = -r * mean_g - slope * residual
+        _group_coefficients(g, sum_dy, sum_dy_centred, sum_centred, per_channel * depth, depth,
+                            rstd[n, g], weight, n, dgamma, dbeta, c1, c2, c3)
     return c1, c2, c3
+
+
+@njit(cache=True)
+def _group_coefficients(g, sum_dy, sum_dy_centred, sum_centred, count, depth, r, weight, n,
+                        dgamma, dbeta, c1, c2, c3):
+    """_coefficients for the channels of group g, whose rstd is r."""
+    # The saved mean is rounded to the compute dtype; `residual`, the mean of
+    # x - mean over the group, corrects for it.
+    residual = sum_centred[g * depth:(g + 1) * depth].sum() / count
+    mean_g, mean_g_xhat = 0.0, 0.0
+    for k in range(g * depth, (g + 1) * depth):
+        dy_centred = sum_dy_centred[k] - residual * sum_dy[k]
+        dgamma[n, k] = dy_centred * r
+        dbeta[n, k] = sum_dy[k]
+        mean_g += weight[k] * sum_dy[k]
+        mean_g_xhat += weight[k] * dy_centred
+    mean_g /= count
+    mean_g_xhat *= r / count
+    slope = -r * r * mean_g_xhat
+    for k in range(g * depth, (g + 1) * depth):
+        c1[k] = r * weight[k]
+        c2[k] = slope
+        c3[k] = -r * mean_g - slope * residual
 
 
 @njit(cache=True)
