@@ -98,7 +98,8 @@ def test_infinities_and_nan(name, cpu_kernels):
     x = np.array([-np.inf, np.inf, np.nan], np.float32)
     with np.errstate(over="raise", invalid="ignore"):  # NumPy's -inf * 0 says it makes NaN
         y = getattr(cugn, name)(cugn.tensor(x)).numpy()
-    expected = {"sigmoid": [0, 1, np.nan], "tanh": [-1, 1, np.nan], "silu": [np.nan, np.inf, np.nan]}
+    expected = {"sigmoid": [0, 1, np.nan], "tanh": [-1, 1, np.nan],
+                "silu": [np.nan, np.inf, np.nan]}
     np.testing.assert_array_equal(y, expected[name])  # silu(-inf) = -inf * 0, as in PyTorch
 
 

@@ -3,9 +3,9 @@ saved input or output, so it is itself differentiable. The activations whose
 gradients take several operations (sigmoid, tanh) also have a first-order
 backward on raw arrays for when no graph is being built, NumPy passes that update
 one temporary in place; silu's forward leaves its derivative for a first-order
-backward of one product. With Numba, sigmoid and silu and those backwards run
-fused loops instead (``cugn.kernels.elementwise_numba``: the same bits, in fewer
-passes over memory)."""
+backward of one product. With Numba, sigmoid, silu and the backwards of sigmoid
+and tanh run compiled loops instead (``cugn.kernels.elementwise_numba``: the
+same bits, in fewer passes over memory)."""
 
 import numpy as np
 
@@ -157,7 +157,7 @@ class SiLU(Function):
         if not ctx.needs_input_grad[0]:
             return _on_arrays("silu", a)
         # The derivative is made here, while sigmoid(a) is at hand: the first-order
-        # backward is then one product, and no more than it has to be kept.
+        # backward is then one product, and only a (for create_graph) and it are kept.
         result, slope = _on_arrays("silu_and_slope", a)
         ctx.save_for_backward(a, slope)
         return result

@@ -5,7 +5,8 @@ NumPy spends one pass over memory per operation (sigmoid and its gradient take
 seven); here each backward is one loop, and the forwards run a chunk of the
 values at a time, small enough to stay in cache: NumPy's exp (vectorised, where
 Numba's is a scalar call per value) and one compiled loop for the rest. silu's
-forward also leaves its derivative, so that its backward is one product. The operations and their order are those of the NumPy functions in
+forward also leaves its derivative, so that its backward is one product. The
+operations and their order are those of the NumPy functions in
 ``cugn.functions.elementwise`` (no fastmath, so nothing is reassociated or
 contracted): the same bits. For C-contiguous float32 and float64 arrays of one
 shape and dtype; anything else stays on NumPy. This module imports Numba:
