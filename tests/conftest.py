@@ -33,11 +33,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(params=["numpy", "numba"])
 def cpu_kernels(request, monkeypatch):
-    """Runs a test on each CPU implementation of group normalization: the NumPy one and
-    the Numba one (the test extra installs Numba, so neither is skipped)."""
+    """Runs a test on each CPU implementation of group normalization and of the
+    activations: the NumPy one and the Numba one (the test extra installs Numba, so
+    neither is skipped)."""
     from cugn import kernels
 
     monkeypatch.setattr(kernels, "numba_enabled", request.param == "numba")
     if request.param == "numba":
         assert kernels.numba_kernels() is not None, "Numba is not installed"
+        assert kernels.numba_elementwise() is not None
     return request.param

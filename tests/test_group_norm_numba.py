@@ -73,6 +73,29 @@ def test_numba_statistics_far_from_zero_and_deterministic(axis, rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("data", ["far from zero", "outlier first", "centred"])
+def test_numba_channels_first_rows_across_blocks(data, rng):
+    # Rows of 4133 values: a full block of CONTIGUOUS_BLOCK (4096) and a partial one.
+    shape = (2, 8, 4133)
+    x = rng.standard_normal(shape)
+    if data == "far from zero":
+        x = 1e4 + 1e-2 * x  # the centre of the second pass is the mean rounded to float32
+    if data == "outlier first":
+        x[0, 0, 0] = 3e4  # the pivot of the first pass, far from the rest
+    x = x.astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma = (1 + rng.standard_normal(8)).astype(np.float32)
+    layout = GroupLayout(shape, (1,), 2)
+    assert shape[2] > group_norm_numba.CONTIGUOUS_BLOCK
+    y, mean, rstd = group_norm_numba.forward(x, gamma, None, layout, 1e-9)
+    expected = group_norm_reference(x, 2, gamma, axis=1, epsilon=1e-9)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+    grads = group_norm_numba.backward(x, dy, gamma, mean, rstd, layout)
+    references = group_norm_backward_reference(x, dy, 2, gamma, axis=1, epsilon=1e-9)
+    for mine, reference in zip(grads, references):
+        np.testing.assert_allclose(mine, reference, rtol=0, atol=2e-6 * np.abs(reference).max())
+
+
 def test_numba_constant_groups_infinity_and_nan():
     x = np.full((2, 6, 4), 5.0, np.float32)
     x[1, :, 2:] = np.arange(12, dtype=np.float32).reshape(6, 2)

@@ -1,10 +1,15 @@
 """Elementwise functions. Each backward is written with Tensor operations on the
 saved input or output, so it is itself differentiable. The activations whose
-gradients take several operations (sigmoid, silu) also have a first-order
-backward on raw arrays, updated in place, for when no graph is being built:
-one temporary instead of one per operation."""
+gradients take several operations (sigmoid, tanh) also have a first-order
+backward on raw arrays for when no graph is being built, NumPy passes that update
+one temporary in place; silu's forward leaves its derivative for a first-order
+backward of one product. With Numba, sigmoid, silu and the backwards of sigmoid
+and tanh run compiled loops instead (``cugn.kernels.elementwise_numba``: the
+same bits, in fewer passes over memory)."""
 
-from .. import backend
+import numpy as np
+
+from .. import backend, kernels
 from ..engine.function import Function
 from ..engine.grad_mode import is_grad_enabled
 from ..engine.tensor import Tensor, as_tensor
@@ -69,30 +74,46 @@ class Tanh(Function):
     @staticmethod
     def backward(ctx, grad):
         (result,) = ctx.saved_tensors
-        return grad * (1 - result * result)
+        if is_grad_enabled():  # create_graph: recorded, so differentiable again
+            return grad * (1 - result * result)
+        return Tensor(_on_arrays("tanh_backward", result.data, grad.data))
 
 
-def _stable_sigmoid(a):
-    """(sigmoid(a), a spare array of a's shape and dtype that the caller may overwrite).
+def _tanh_backward(t, grad):
+    """grad * (1 - t * t) in one temporary."""
+    xp = backend.array_module(t)
+    out = xp.multiply(t, t, out=xp.empty_like(t))  # an array, also for 0-d t
+    xp.subtract(1, out, out=out)
+    out *= grad
+    return out
 
-    1 / (1 + exp(-a)) without overflow: with e = exp(-|a|) (at most 1), it is
-    1 / (1 + e) for a >= 0 and e / (1 + e) below, and the numerator is max(e, a >= 0).
-    Two arrays updated in place, and no np.where (slow on mixed signs).
+
+def _sigmoid_array(a):
+    """sigmoid(a) = 1 / (1 + exp(-a)) as a new array of a's dtype, in four passes that
+    update one array in place (torch's formula, without its fused loop).
+
+    It needs no branch on the sign: below about -88 (float32; -709 in float64)
+    exp(-a) overflows to inf and 1 / (1 + inf) is exactly 0, the nearest float to
+    the true value but for subnormals, so that overflow is expected and silenced.
+    float16 and bfloat16 are computed in float32, whose exp overflows only where
+    their sigmoid is 0 too (exp(-a) in float16 overflows below a = -11.09, where
+    the sigmoid is still 1.7e-5).
     """
     xp = backend.array_module(a)
-    result = xp.abs(a)
-    xp.negative(result, out=result)
-    xp.exp(result, out=result)  # e
-    denominator = result + 1
-    xp.maximum(result, a >= 0, out=result)
-    xp.divide(result, denominator, out=result)
-    return result, denominator
+    with np.errstate(over="ignore", under="ignore"):
+        # Into an array made here: a ufunc of a 0-d array returns a scalar.
+        result = xp.empty(a.shape, backend.compute_dtype(a.dtype))
+        xp.negative(a, out=result)  # casts float16 and bfloat16 in the same pass
+        xp.exp(result, out=result)
+        result += 1
+        xp.reciprocal(result, out=result)
+        return result.astype(a.dtype, copy=False)  # float16 may underflow here
 
 
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
-        result, _ = _stable_sigmoid(a)
+        result = _on_arrays("sigmoid", a)
         ctx.save_for_backward(result)
         return result
 
@@ -101,12 +122,15 @@ class Sigmoid(Function):
         (result,) = ctx.saved_tensors
         if is_grad_enabled():  # create_graph: recorded, so differentiable again
             return grad * result * (1 - result)
-        # grad * s * (1 - s) in one temporary.
-        s = result.data
-        out = 1 - s
-        out *= s
-        out *= grad.data
-        return Tensor(out)
+        return Tensor(_on_arrays("sigmoid_backward", result.data, grad.data))
+
+
+def _sigmoid_backward(s, grad):
+    """grad * s * (1 - s) in one temporary."""
+    out = 1 - s
+    out *= s
+    out *= grad
+    return out
 
 
 class ReLU(Function):
@@ -130,24 +154,50 @@ class SiLU(Function):
 
     @staticmethod
     def forward(ctx, a):
-        s, spare = _stable_sigmoid(a)
-        result = backend.array_module(a).multiply(a, s, out=spare)
-        ctx.save_for_backward(a, s, result)
+        if not ctx.needs_input_grad[0]:
+            return _on_arrays("silu", a)
+        # The derivative is made here, while sigmoid(a) is at hand: the first-order
+        # backward is then one product, and only a (for create_graph) and it are kept.
+        result, slope = _on_arrays("silu_and_slope", a)
+        ctx.save_for_backward(a, slope)
         return result
 
     @staticmethod
     def backward(ctx, grad):
-        a, s, result = ctx.saved_tensors
+        a, slope = ctx.saved_tensors
         if is_grad_enabled():  # create_graph: sigmoid recorded from a, so differentiable
             s = sigmoid(a)
             return grad * (s * (1 + a * (1 - s)))
-        # grad * s * (1 + a * (1 - s)) = grad * (silu * (1 - s) + s), in one temporary.
-        s = s.data
-        out = 1 - s
-        out *= result.data
-        out += s
-        out *= grad.data
-        return Tensor(out)
+        return grad * slope
+
+
+def _silu_array(a):
+    return a * _sigmoid_array(a)
+
+
+def _silu_and_slope(a):
+    """(silu(a), its derivative s * (1 + a * (1 - s)) = (1 - s) * silu(a) + s), with
+    s = sigmoid(a), in one temporary beside them."""
+    s = _sigmoid_array(a)
+    result = a * s
+    slope = 1 - s
+    slope *= result
+    slope += s
+    return result, slope
+
+
+_ON_NUMPY = {"sigmoid": _sigmoid_array, "silu": _silu_array,
+             "silu_and_slope": _silu_and_slope, "sigmoid_backward": _sigmoid_backward,
+             "tanh_backward": _tanh_backward}
+
+
+def _on_arrays(name, *arrays):
+    """The array function ``name`` of the table above: Numba's function of that name
+    when Numba is on and compiles these arrays, else the NumPy (or CuPy) one."""
+    compiled = kernels.numba_elementwise()
+    if compiled is not None and compiled.supports(*arrays):
+        return getattr(compiled, name)(*arrays)
+    return _ON_NUMPY[name](*arrays)
 
 
 class Erf(Function):

@@ -12,8 +12,12 @@ Numba is installed (the ``numba`` extra) and the input is one they compile
 (float16/32/64, channels-last or channels-first), else to the NumPy
 implementation, which needs nothing more. ``CUGN_NUMBA=0`` in the environment,
 or ``cugn.kernels.numba_enabled = False``, keeps the CPU on NumPy.
+
+``numba_elementwise()`` gives the compiled loops of sigmoid, silu and tanh
+(``elementwise_numba.py``) on the same terms.
 """
 
+import importlib
 import os
 
 from .. import backend
@@ -21,22 +25,31 @@ from . import group_norm_numpy
 from .layout import GroupLayout
 
 numba_enabled = os.environ.get("CUGN_NUMBA", "1") != "0"
-_numba_kernels = None  # the module once imported, False when Numba is not installed
+_numba_modules = {}  # name -> the module once imported, False when Numba is not installed
 
 
 def numba_kernels():
     """``group_norm_numba``, or None when Numba is switched off or not installed; Numba
     is imported on the first call, not with cugn."""
-    global _numba_kernels
+    return _numba_module("group_norm_numba")
+
+
+def numba_elementwise():
+    """``elementwise_numba``, or None when Numba is switched off or not installed."""
+    return _numba_module("elementwise_numba")
+
+
+def _numba_module(name):
     if not numba_enabled:
         return None
-    if _numba_kernels is None:
+    module = _numba_modules.get(name)
+    if module is None:
         try:
-            from . import group_norm_numba as module
+            module = importlib.import_module(f"{__name__}.{name}")
         except ImportError:
             module = False
-        _numba_kernels = module
-    return _numba_kernels or None
+        _numba_modules[name] = module
+    return module or None
 
 
 def _implementation(array, layout):
@@ -75,4 +88,5 @@ def _cuda(array, layout):
     return _implementation(array, layout)
 
 
-__all__ = ["GroupLayout", "backward", "forward", "numba_enabled", "numba_kernels"]
+__all__ = ["GroupLayout", "backward", "forward", "numba_elementwise", "numba_enabled",
+           "numba_kernels"]

@@ -7,11 +7,12 @@ S = 1 (channels-last) or ``(N, K, S)`` when M = 1 (channels-first); other views
 stay on NumPy. Each pass over a sample is one fused loop, and the samples run in
 parallel (``prange``). As on NumPy, the statistics take two passes (the mean,
 then the squares of the values centred on it), so the variance stays exact when
-|mean| >> std, and every sum adds blocks of BLOCK values in the compute dtype
-and the blocks' sums in float64, so float32 keeps its digits on groups of any
-size. float16 is converted to float32 on the way in and back on the way out.
-This module imports Numba: ``cugn.kernels.numba_kernels()`` imports it on the
-first call, when Numba is installed.
+|mean| >> std, and every sum adds blocks of values in the compute dtype and the
+blocks' sums in float64, so float32 keeps its digits on groups of any size.
+float16 is converted to float32 on the way in and back on the way out, by the
+compiled conversions of ``float16_numba`` (NumPy's are several times slower than
+the kernels). This module imports Numba: ``cugn.kernels.numba_kernels()``
+imports it on the first call, when Numba is installed.
 """
 
 import numpy as np
@@ -19,6 +20,7 @@ from numba import njit, prange
 
 from ..backend import compute_dtype
 from ..profiling.nvtx import kernel_range
+from . import float16_numba
 
 DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 BLOCK = 256  # values summed in the compute dtype; the sums of blocks are added in float64
@@ -69,10 +71,15 @@ def _channels_view(x, layout, dtype):
     (rows is True), else (N, K, S); a copy only if needed."""
     n, m, g, d, s = layout.view
     shape = (n, m, g * d) if s == 1 else (n, g * d, s)
-    return np.ascontiguousarray(layout.to_view(x).reshape(shape), dtype=dtype), s == 1
+    x3 = layout.to_view(x).reshape(shape)
+    if x3.dtype == np.float16:
+        return float16_numba.to_float32(x3), s == 1
+    return np.ascontiguousarray(x3, dtype=dtype), s == 1
 
 
 def _from_channels(y3, dtype, layout):
+    if dtype == np.float16:
+        y3 = float16_numba.to_float16(y3)
     return layout.from_view(y3.reshape(layout.view)).astype(dtype, copy=False)
 
 
@@ -83,9 +90,11 @@ def _per_channel(param, layout, fill):
     return np.asarray(param, np.float64).reshape(layout.channels)
 
 
-# Each kernel handles one sample per prange iteration. No fastmath: the order of
-# every sum is fixed, so results do not change from run to run, and x - pivot - shift
-# (the mean in two parts) is not reassociated.
+# Each kernel handles one sample per prange iteration. No fastmath but in the block
+# sums along contiguous rows (channels-first), each of which subtracts one centre:
+# the order of every sum is fixed by the code or by the compiled loop, so results do
+# not change from run to run, and x - pivot - shift (the mean in two parts, in the
+# channels-last kernels) is not reassociated.
 
 
 @njit(parallel=True, cache=True)
@@ -110,22 +119,40 @@ def _forward_rows(x, groups, gamma, beta, epsilon, y, mean, rstd):
 def _forward_cols(x, groups, gamma, beta, epsilon, y, mean, rstd):
     """x (N, K, S): channel k of sample n is x[n, k, :]."""
     batch, channels, cols = x.shape
+    depth = channels // groups
+    count = cols * depth
     for n in prange(batch):
-        xn = x[n]
-        pivot = _group_pivot(xn[:, 0], groups)
-        sums = np.empty(channels)
-        for k in range(channels):
-            sums[k] = _lane_sum(xn[k], pivot[k])
-        shift, low = _shift(sums, pivot, cols, groups, n, mean, x.dtype)
-        squares = np.empty(channels)
-        for k in range(channels):
-            squares[k] = _lane_square_sum(xn[k], pivot[k], low[k])
-        scale = _scale(squares, cols, groups, gamma, epsilon, n, rstd)
-        yn = y[n]
-        for k in range(channels):
-            p, c, a, b = np.float64(pivot[k]), shift[k], scale[k], beta[k]
-            for s in range(cols):
-                yn[k, s] = ((xn[k, s] - p) - c) * a + b
+        xn, yn = x[n], y[n]
+        # A group at a time, so that its rows stay in cache through the three passes.
+        for g in range(groups):
+            first, last = g * depth, (g + 1) * depth
+            # First pass: the mean, summed from values shifted by a pivot (the group's
+            # first value, so that it cancels little when |mean| >> std), rounded to x's
+            # dtype as the centre of the second.
+            pivot = xn[first, 0]
+            total = 0.0
+            for k in range(first, last):
+                total += _contiguous_sums(xn[k], pivot)[0]  # (its squares are not used)
+            centre = x.dtype.type(np.float64(pivot) + total / count)
+            # Second pass: sums of d = x - centre and of its square. The centre is off the
+            # mean by its rounding (or more, when one value is far from the rest); the sum
+            # of d corrects the mean and the variance for it: var = mean(d^2) - mean(d)^2.
+            sum_d, sum_squares = 0.0, 0.0
+            for k in range(first, last):
+                d, squares = _contiguous_sums(xn[k], centre)
+                sum_d += d
+                sum_squares += squares
+            correction = sum_d / count
+            variance = max(sum_squares / count - correction * correction, 0.0) + epsilon
+            # 0 for a constant group with epsilon 0 (the output is beta); NaN stays NaN.
+            inverse = 0.0 if variance == 0 else 1.0 / np.sqrt(variance)
+            mean[n, g] = np.float64(centre) + correction
+            rstd[n, g] = inverse
+            # Third pass: y = (x - centre - correction) * rstd * gamma + beta.
+            for k in range(first, last):
+                scale = inverse * gamma[k]
+                _apply_row(xn[k], centre, x.dtype.type(scale),
+                           x.dtype.type(beta[k] - correction * scale), yn[k])
 
 
 @njit(cache=True)
@@ -195,46 +222,41 @@ def _row_sums(xn, pivot, shift, square):
     return total
 
 
-LANES = 16  # independent partial sums along a row: SIMD lanes without reassociation
+# Values of a contiguous row summed in x's dtype; the blocks' sums are added in float64.
+CONTIGUOUS_BLOCK = 4096
 
 
 @njit(cache=True)
-def _lane_sum(row, pivot):
-    """The sum of row - pivot over a contiguous row: LANES partial sums in row's dtype
-    over each block of BLOCK values, the blocks' sums added in float64."""
-    length = row.shape[0]
-    full = length - length % BLOCK
-    total = 0.0
-    lanes = np.empty(LANES, row.dtype)
-    for block in range(0, full, BLOCK):
-        lanes[:] = 0
-        for start in range(block, block + BLOCK, LANES):
-            for j in range(LANES):
-                lanes[j] += row[start + j] - pivot
-        total += np.float64(lanes.sum())
-    for s in range(full, length):
-        total += row[s] - pivot
-    return total
+def _contiguous_sums(row, centre):
+    """(sum of row - centre, sum of its squares) over a contiguous row, in blocks of
+    CONTIGUOUS_BLOCK values summed in row's dtype, the blocks' sums added in float64."""
+    total, squares = 0.0, 0.0
+    for start in range(0, row.shape[0], CONTIGUOUS_BLOCK):
+        block, block_squares = _block_sums(row[start:start + CONTIGUOUS_BLOCK], centre)
+        total += block
+        squares += block_squares
+    return total, squares
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _block_sums(row, centre):
+    """Sum of row - centre and of its square, in row's dtype. ``reassoc`` lets LLVM keep
+    many partial sums in SIMD registers (deterministic for a given machine, and no less
+    accurate than one running sum); there is only one subtraction to keep apart."""
+    total = row.dtype.type(0)
+    squares = row.dtype.type(0)
+    for i in range(row.shape[0]):
+        d = row[i] - centre
+        total += d
+        squares += d * d
+    return total, squares
 
 
 @njit(cache=True)
-def _lane_square_sum(row, pivot, shift):
-    """The sum of (row - pivot - shift) ** 2 over a contiguous row, as _lane_sum."""
-    length = row.shape[0]
-    full = length - length % BLOCK
-    total = 0.0
-    lanes = np.empty(LANES, row.dtype)
-    for block in range(0, full, BLOCK):
-        lanes[:] = 0
-        for start in range(block, block + BLOCK, LANES):
-            for j in range(LANES):
-                value = (row[start + j] - pivot) - shift
-                lanes[j] += value * value
-        total += np.float64(lanes.sum())
-    for s in range(full, length):
-        value = (row[s] - pivot) - shift
-        total += value * value
-    return total
+def _apply_row(row, centre, scale, bias, out):
+    """out = (row - centre) * scale + bias, in row's dtype."""
+    for i in range(row.shape[0]):
+        out[i] = (row[i] - centre) * scale + bias
 
 
 @njit(parallel=True, cache=True)
@@ -272,21 +294,23 @@ def _backward_rows(x, dy, groups, mean, rstd, weight, dx, dgamma, dbeta):
 @njit(parallel=True, cache=True)
 def _backward_cols(x, dy, groups, mean, rstd, weight, dx, dgamma, dbeta):
     batch, channels, cols = x.shape
+    depth = channels // groups
     for n in prange(batch):
-        xn, dyn = x[n], dy[n]
+        xn, dyn, dxn = x[n], dy[n], dx[n]
         centre = _saved_centre(mean, n, channels, groups)
         sum_dy, sum_dy_centred, sum_centred = np.empty(channels), np.empty(channels), \
             np.empty(channels)
-        for k in range(channels):
-            sum_dy[k], sum_dy_centred[k], sum_centred[k] = _lane_gradient_sums(
-                xn[k], dyn[k], centre[k])
-        c1, c2, c3 = _coefficients(sum_dy, sum_dy_centred, sum_centred, cols, groups, rstd,
-                                   weight, n, dgamma, dbeta)
-        dxn = dx[n]
-        for k in range(channels):
-            a, b, c, m = c1[k], c2[k], c3[k], centre[k]
-            for s in range(cols):
-                dxn[k, s] = a * dyn[k, s] + b * (xn[k, s] - m) + c
+        c1, c2, c3 = np.empty(channels), np.empty(channels), np.empty(channels)
+        # A group at a time, so that its rows are still in cache for dx.
+        for g in range(groups):
+            for k in range(g * depth, (g + 1) * depth):
+                sum_dy[k], sum_dy_centred[k], sum_centred[k] = _contiguous_gradient_sums(
+                    xn[k], dyn[k], centre[k])
+            _group_coefficients(g, sum_dy, sum_dy_centred, sum_centred, cols * depth, depth,
+                                rstd[n, g], weight, n, dgamma, dbeta, c1, c2, c3)
+            for k in range(g * depth, (g + 1) * depth):
+                _gradient_row(xn[k], dyn[k], centre[k], x.dtype.type(c1[k]),
+                              x.dtype.type(c2[k]), x.dtype.type(c3[k]), dxn[k])
 
 
 @njit(cache=True)
@@ -306,55 +330,66 @@ def _coefficients(sum_dy, sum_dy_centred, sum_centred, per_channel, groups, rstd
     the sample's dgamma and dbeta."""
     channels = sum_dy.shape[0]
     depth = channels // groups
-    count = per_channel * depth
     c1, c2, c3 = np.empty(channels), np.empty(channels), np.empty(channels)
     for g in range(groups):
-        r = rstd[n, g]
-        # The saved mean is rounded to the compute dtype; `residual`, the mean of
-        # x - mean over the group, corrects for it.
-        residual = sum_centred[g * depth:(g + 1) * depth].sum() / count
-        mean_g, mean_g_xhat = 0.0, 0.0
-        for k in range(g * depth, (g + 1) * depth):
-            dy_centred = sum_dy_centred[k] - residual * sum_dy[k]
-            dgamma[n, k] = dy_centred * r
-            dbeta[n, k] = sum_dy[k]
-            mean_g += weight[k] * sum_dy[k]
-            mean_g_xhat += weight[k] * dy_centred
-        mean_g /= count
-        mean_g_xhat *= r / count
-        slope = -r * r * mean_g_xhat
-        for k in range(g * depth, (g + 1) * depth):
-            c1[k] = r * weight[k]
-            c2[k] = slope
-            c3[k] = -r * mean_g - slope * residual
+        _group_coefficients(g, sum_dy, sum_dy_centred, sum_centred, per_channel * depth, depth,
+                            rstd[n, g], weight, n, dgamma, dbeta, c1, c2, c3)
     return c1, c2, c3
 
 
 @njit(cache=True)
-def _lane_gradient_sums(x_row, dy_row, centre):
-    """Sums of dy, dy * (x - centre) and x - centre over a contiguous row, as _lane_sum."""
-    length = x_row.shape[0]
-    full = length - length % BLOCK
-    lanes_dy = np.empty(LANES, x_row.dtype)
-    lanes_dy_centred = np.empty(LANES, x_row.dtype)
-    lanes_centred = np.empty(LANES, x_row.dtype)
+def _group_coefficients(g, sum_dy, sum_dy_centred, sum_centred, count, depth, r, weight, n,
+                        dgamma, dbeta, c1, c2, c3):
+    """_coefficients for the channels of group g, whose rstd is r."""
+    # The saved mean is rounded to the compute dtype; `residual`, the mean of
+    # x - mean over the group, corrects for it.
+    residual = sum_centred[g * depth:(g + 1) * depth].sum() / count
+    mean_g, mean_g_xhat = 0.0, 0.0
+    for k in range(g * depth, (g + 1) * depth):
+        dy_centred = sum_dy_centred[k] - residual * sum_dy[k]
+        dgamma[n, k] = dy_centred * r
+        dbeta[n, k] = sum_dy[k]
+        mean_g += weight[k] * sum_dy[k]
+        mean_g_xhat += weight[k] * dy_centred
+    mean_g /= count
+    mean_g_xhat *= r / count
+    slope = -r * r * mean_g_xhat
+    for k in range(g * depth, (g + 1) * depth):
+        c1[k] = r * weight[k]
+        c2[k] = slope
+        c3[k] = -r * mean_g - slope * residual
+
+
+@njit(cache=True)
+def _contiguous_gradient_sums(x_row, dy_row, centre):
+    """Sums of dy, dy * (x - centre) and x - centre over a contiguous row, in blocks as
+    _contiguous_sums."""
     total_dy, total_dy_centred, total_centred = 0.0, 0.0, 0.0
-    for block in range(0, full, BLOCK):
-        lanes_dy[:] = 0
-        lanes_dy_centred[:] = 0
-        lanes_centred[:] = 0
-        for start in range(block, block + BLOCK, LANES):
-            for j in range(LANES):
-                centred = x_row[start + j] - centre
-                lanes_dy[j] += dy_row[start + j]
-                lanes_dy_centred[j] += dy_row[start + j] * centred
-                lanes_centred[j] += centred
-        total_dy += np.float64(lanes_dy.sum())
-        total_dy_centred += np.float64(lanes_dy_centred.sum())
-        total_centred += np.float64(lanes_centred.sum())
-    for s in range(full, length):
-        centred = x_row[s] - centre
-        total_dy += dy_row[s]
-        total_dy_centred += dy_row[s] * centred
+    for start in range(0, x_row.shape[0], CONTIGUOUS_BLOCK):
+        block_dy, block_dy_centred, block_centred = _block_gradient_sums(
+            x_row[start:start + CONTIGUOUS_BLOCK], dy_row[start:start + CONTIGUOUS_BLOCK], centre)
+        total_dy += block_dy
+        total_dy_centred += block_dy_centred
+        total_centred += block_centred
+    return total_dy, total_dy_centred, total_centred
+
+
+@njit(fastmath={"reassoc"}, cache=True)
+def _block_gradient_sums(x_row, dy_row, centre):
+    """Sums of dy, dy * (x - centre) and x - centre, in x's dtype, as _block_sums."""
+    total_dy = x_row.dtype.type(0)
+    total_dy_centred = x_row.dtype.type(0)
+    total_centred = x_row.dtype.type(0)
+    for i in range(x_row.shape[0]):
+        centred = x_row[i] - centre
+        total_dy += dy_row[i]
+        total_dy_centred += dy_row[i] * centred
         total_centred += centred
     return total_dy, total_dy_centred, total_centred
+
+
+@njit(cache=True)
+def _gradient_row(x_row, dy_row, centre, c1, c2, c3, out):
+    """out = c1 * dy + c2 * (x - centre) + c3, in x's dtype."""
+    for i in range(x_row.shape[0]):
+        out[i] = c1 * dy_row[i] + c2 * (x_row[i] - centre) + c3
