@@ -321,7 +321,7 @@ SWEEP_SIZE = 100
 
 
 def sweep_case(rng):
-    """A random layout, dtype, device size and alignment."""
+    """A random layout, dtype, device size, L2 and alignment."""
     dtype = rng.choice(DTYPES)
     rank = int(rng.integers(2, 6))
     shape = [int(rng.integers(1, 4))] + [int(rng.integers(1, 9)) for _ in range(rank - 1)]
@@ -345,14 +345,17 @@ def sweep_case(rng):
                 center=bool(rng.random() < 0.7), scale=bool(rng.random() < 0.7),
                 offset=int(rng.choice([0, 0, 0, 1, 2, 4])),
                 sm_count=int(rng.choice([1, 4, 16, 132])),
-                blocks_per_sm=int(rng.integers(1, 5)), seed=int(rng.integers(2 ** 31)))
+                blocks_per_sm=int(rng.integers(1, 5)), seed=int(rng.integers(2 ** 31)),
+                # An L2 small enough, at times, to run the passes in parts or pieces.
+                l2_bytes=int(rng.choice([60 * 2 ** 20, 16384, 2048, 256])))
 
 
 @pytest.mark.parametrize("index", range(SWEEP_SIZE), ids=lambda i: f"seed{SWEEP_SEED}-{i}")
 def test_random_sweep(index):
     rng = np.random.default_rng([SWEEP_SEED, index])
     case = sweep_case(rng)
-    device = make_device(sm_count=case.pop("sm_count"), blocks_per_sm=case.pop("blocks_per_sm"))
+    device = make_device(sm_count=case.pop("sm_count"), blocks_per_sm=case.pop("blocks_per_sm"),
+                         l2_bytes=case.pop("l2_bytes"))
     check(device=device, **case)
 
 
