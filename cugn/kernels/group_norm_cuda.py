@@ -264,7 +264,8 @@ def _repivot(partials, x_piece, x_part, storage, acc):
     """Partial means of ``x_piece``'s statistics made relative to the pivots of
     ``x_part`` (each group's first value there), as the finalize kernel takes them:
     the statistics kernels shift by the group's first value in their own input.
-    The shift is a difference of nearby values, so the means stay as exact."""
+    The shift is a difference of two values of the group, so the means keep the
+    accuracy the pivot gives them when |mean| >> std."""
     if x_piece.data.ptr == x_part.data.ptr:
         return
     means = partials.reshape(3, x_piece.shape[0] * x_piece.shape[2], -1)[1]

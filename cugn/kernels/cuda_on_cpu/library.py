@@ -96,7 +96,7 @@ class Library:
                 symbols.append((int(fields[0], 16), int(fields[1], 16)))
         return [(base + offset, size) for offset, size in symbols]
 
-    def launch(self, kernel, grid, block, args, options, memory, shared, line_shift=12):
+    def launch(self, kernel, grid, block, args, options, memory, shared, line_shift):
         """Runs ``kernel``; returns (bytes read, bytes written) per allocation of
         ``memory`` (4 bounds each), and the same per line of ``2**line_shift`` bytes
         (two arrays per allocation), or raises KernelError."""
