@@ -14,6 +14,7 @@ sanitizer runs set it. CUGN_SWEEP_SEED fixes the random sweep's seed.
 
 import os
 import time
+from dataclasses import replace
 
 import ml_dtypes
 import numpy as np
@@ -23,7 +24,8 @@ pytest.importorskip("cupy", reason="group_norm_cuda imports CuPy (no GPU needed)
 
 from cugn.functions.normalization import check_axis, feature_axes, resolve_groups  # noqa: E402
 from cugn.kernels import cuda_loader, cuda_plan, group_norm_cuda, group_norm_numpy  # noqa: E402
-from cugn.kernels.cuda_on_cpu import Device, KernelError, Schedule, compiler  # noqa: E402
+from cugn.kernels.cuda_on_cpu import (LINE_BYTES, Device, KernelError, Schedule,  # noqa: E402
+                                      Span, compiler)
 from cugn.kernels.layout import GroupLayout  # noqa: E402
 from kernel_cases import CASES  # noqa: E402
 
@@ -159,7 +161,7 @@ def plan_of(shape, axis, groups, dtype, device):
     layout = make_layout(shape, axis, groups)
     view = layout.view
     return cuda_plan.plan(view, np.dtype(dtype).itemsize, [0], device.sm_count,
-                          device.blocks_per_sm)
+                          device.blocks_per_sm, device.l2_bytes)
 
 
 # ------------------------------------------------------------------ every tier and configuration
@@ -320,7 +322,7 @@ SWEEP_SIZE = 100
 
 
 def sweep_case(rng):
-    """A random layout, dtype, device size and alignment."""
+    """A random layout, dtype, device size, L2 and alignment."""
     dtype = rng.choice(DTYPES)
     rank = int(rng.integers(2, 6))
     shape = [int(rng.integers(1, 4))] + [int(rng.integers(1, 9)) for _ in range(rank - 1)]
@@ -344,14 +346,17 @@ def sweep_case(rng):
                 center=bool(rng.random() < 0.7), scale=bool(rng.random() < 0.7),
                 offset=int(rng.choice([0, 0, 0, 1, 2, 4])),
                 sm_count=int(rng.choice([1, 4, 16, 132])),
-                blocks_per_sm=int(rng.integers(1, 5)), seed=int(rng.integers(2 ** 31)))
+                blocks_per_sm=int(rng.integers(1, 5)), seed=int(rng.integers(2 ** 31)),
+                # An L2 small enough, at times, to run the passes in parts or pieces.
+                l2_bytes=int(rng.choice([60 * 2 ** 20, 16384, 2048, 256])))
 
 
 @pytest.mark.parametrize("index", range(SWEEP_SIZE), ids=lambda i: f"seed{SWEEP_SEED}-{i}")
 def test_random_sweep(index):
     rng = np.random.default_rng([SWEEP_SEED, index])
     case = sweep_case(rng)
-    device = make_device(sm_count=case.pop("sm_count"), blocks_per_sm=case.pop("blocks_per_sm"))
+    device = make_device(sm_count=case.pop("sm_count"), blocks_per_sm=case.pop("blocks_per_sm"),
+                         l2_bytes=case.pop("l2_bytes"))
     check(device=device, **case)
 
 
@@ -384,6 +389,103 @@ def test_the_forward_finalizes_in_its_statistics_kernel_unless_groups_are_split(
     want = [kernel, "forward_finalize", "forward_apply"] if split else [kernel, "forward_apply"]
     assert forward == want
     assert (plan_of(shape, axis, groups, np.float32, device).statistics.split > 1) == split
+
+
+# ------------------------------------------------------------------ parts sized from the L2
+
+
+def outputs_and_plan(shape, axis, groups, dtype, l2_bytes, center=True, scale=True, **device):
+    """The six outputs on a device of ``l2_bytes`` of L2, its launches and its plan."""
+    device = make_device(l2_bytes=l2_bytes, **device)
+    layout = make_layout(shape, axis, groups)
+    got = run_cuda(device, layout, *make_inputs(shape, layout, dtype, center, scale), 1e-3)
+    return got, device.launches, plan_of(shape, axis, groups, dtype, device)
+
+
+SLICED = [  # shape, axis, groups, an L2 of which half holds one sample's x and dy
+    ((4, 8, 8, 32), -1, 4, 2 * 2 * 8 * 8 * 32 * 4),   # channels-last: whole samples
+    ((3, 32, 8, 8), 1, 4, 2 * 2 * 8 * 8 * 8 * 4),     # channels-first: two groups a part
+    ((3, 6, 12, 5), 2, 3, 2 * 2 * 6 * 12 * 5 * 4),    # a middle axis (M = 6, S = 5)
+]
+
+
+@pytest.mark.parametrize("center, scale", [(True, True), (False, False)])
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16, np.float32], ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis, groups, l2_bytes", SLICED, ids=str)
+def test_parts_give_bitwise_the_results_of_one_pass(shape, axis, groups, l2_bytes, dtype,
+                                                    center, scale):
+    whole, whole_launches, one = outputs_and_plan(shape, axis, groups, dtype, 2 ** 40,
+                                                  center, scale)
+    parts, part_launches, sliced = outputs_and_plan(shape, axis, groups, dtype, l2_bytes,
+                                                    center, scale)
+    assert len(one.forward) == len(one.backward) == 1
+    assert len(sliced.backward) > 1 and len(part_launches) > len(whole_launches)
+    # The same reductions (tiers, splits, chunks) per unit: only the launches differ.
+    for a, b in ((one.statistics, sliced.statistics), (one.partials, sliced.partials)):
+        assert replace(a, grid=0) == replace(b, grid=0)
+    for name, a, b in zip(NAMES, whole, parts):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+
+
+def test_the_backward_sums_dgamma_and_dbeta_over_every_part_once():
+    shape, axis, groups, l2_bytes = SLICED[0]
+    _, launches, plan = outputs_and_plan(shape, axis, groups, np.float32, l2_bytes)
+    kernels = [launch.kernel for launch in launches]
+    backward = kernels[kernels.index("backward_partials_column"):]
+    assert len(plan.backward) == 4
+    assert backward == ["backward_partials_column", "backward_coefficients",
+                        "backward_dx"] * 4 + ["backward_parameters"]
+    (parameters,) = [t for t in launches[-1].traffic if t.parameters == ("partials",)]
+    # The sums of dy and of dy*(x - mean), of every part, in one array.
+    assert parameters.nbytes == 3 * 4 * 4 * 32 and parameters.read == 2 * 4 * 4 * 32
+
+
+def x_spans(launch):
+    """The spans ``launch`` touched in its argument x, as (first byte, end)."""
+    (x,) = [t for t in launch.traffic if t.parameters[0] == "x"]
+    return [(s.offset, s.offset + s.nbytes) for s in x.touched]
+
+
+@pytest.mark.parametrize("shape, axis, groups", [((1, 96, 8, 64), -1, 8),    # column tiles
+                                                 ((1, 96, 4, 80), 2, 4)],   # segments, S = 80
+                         ids=str)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=dtype_ids)
+def test_a_sample_larger_than_its_share_runs_in_pieces_the_second_pass_last_first(
+        shape, axis, groups, dtype):
+    # One multiprocessor and an L2 of 64 kB: pieces of at least 16 kB of each input.
+    device = make_device(sm_count=1, blocks_per_sm=1, l2_bytes=64 * 1024)
+    check(shape, axis, groups, dtype, device=device)
+    plan = plan_of(shape, axis, groups, dtype, device)
+    for part, first, second in ((plan.forward[0], "forward_stats", "forward_apply"),
+                                (plan.backward[0], "backward_partials", "backward_dx")):
+        assert len(part.pieces) > 1
+        reductions = [x_spans(l) for l in device.launches if l.kernel.startswith(first)]
+        elementwise = [x_spans(l) for l in device.launches if l.kernel == second]
+        assert len(reductions) == len(elementwise) == len(part.pieces)
+        # The reduction in address order, each piece its own rows (pieces share at
+        # most the line across their boundary), all of x...
+        flat = [span for spans in reductions for span in spans]
+        assert flat[0][0] == 0 and flat[-1][1] == np.prod(shape) * np.dtype(dtype).itemsize
+        assert all(a[0] < b[0] and a[1] <= b[1] and b[0] >= a[1] - LINE_BYTES
+                   for a, b in zip(flat, flat[1:]))
+        # ... and the elementwise pass over the same pieces, the last first.
+        assert elementwise == reductions[::-1]
+
+
+@pytest.mark.parametrize("dtype", [BFLOAT16, np.float32], ids=dtype_ids)
+def test_pieces_keep_the_statistics_exact_when_the_mean_dwarfs_the_spread(dtype):
+    # Each piece's statistics are shifted by its own first values; the host moves them
+    # onto the part's before they are merged.
+    shape, axis, groups = (1, 96, 8, 64), -1, 8
+    device = make_device(sm_count=1, blocks_per_sm=1, l2_bytes=64 * 1024)
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float64)
+    x = (300 + x).astype(dtype)
+    got = run_cuda(device, layout, x, dy.astype(dtype), gamma, beta, 1e-3)
+    assert len(plan_of(shape, axis, groups, dtype, device).forward[0].pieces) > 1
+    want = run_reference(layout, x, dy.astype(dtype), gamma, beta, 1e-3)
+    assert_matches(got, want, layout, dtype, dy=dy, gamma=gamma)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-5)  # rstd, as exact as without pieces
 
 
 # ------------------------------------------------------------------ the launcher checks arguments
@@ -581,7 +683,45 @@ def test_a_shuffle_reading_a_lane_outside_its_mask_fails():
         run_shuffles(0x0000FFFF, 16, 32)
 
 
-# ------------------------------------------------------------------ 16-bit conversions
+# ------------------------------------------------------------------ the byte ranges of a launch
+
+TOUCH = """
+namespace cugn {
+__global__ void touch(const float* __restrict__ in, float* __restrict__ out, unsigned first,
+                      unsigned count, unsigned stride) {
+  for (unsigned i = threadIdx.x; i < count; i += blockDim.x) {
+    out[first + i * stride] = in[first + i * stride];
+  }
+}
+}  // namespace cugn
+"""
+
+
+def touched(first, count, stride, values=10000):
+    """The spans of ``in`` and ``out`` one launch of ``touch`` gives."""
+    device = make_device(source=cuda_loader.source() + TOUCH)
+    touch = device.compile(["cugn::touch"])["cugn::touch"]
+    data, out = device.zeros(values, np.float32), device.zeros(values, np.float32)
+    touch((1,), (64,), (data, out, np.uint32(first), np.uint32(count), np.uint32(stride)))
+    (launch,) = device.launches
+    spans = {t.parameters: t.touched for t in launch.traffic}
+    return spans[("in",)], spans[("out",)]
+
+
+def test_a_launch_records_the_lines_it_touched_in_each_allocation():
+    line = LINE_BYTES
+    # Floats 1100 to 3099 (bytes 4400 to 12400): lines 1 to 3, read in one and written in the other.
+    read, written = touched(1100, 2000, 1)
+    assert read == (Span(line, 3 * line, 8000, 0),)
+    assert written == (Span(line, 3 * line, 0, 8000),)
+    # Every other line: three spans of one line, 4 bytes each.
+    read, _ = touched(0, 3, 2 * line // 4)
+    assert read == tuple(Span(k * line, line, 4, 0) for k in (0, 2, 4))
+    # The last line ends with the allocation (40000 bytes, 9 whole lines and 3136 bytes).
+    read, _ = touched(9999, 1, 1)
+    assert read == (Span(9 * line, 40000 - 9 * line, 4, 0),)
+
+
 
 CONVERSIONS = """
 namespace cugn {
@@ -741,3 +881,29 @@ def test_an_unknown_activation_is_refused_before_any_work():
                                      device.zeros((2, 2), np.float32),
                                      device.zeros((2, 2), np.float32), layout, activation=1)
     assert device.launches == []
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+@pytest.mark.parametrize("dtype", [BFLOAT16, np.float32], ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis, groups, l2_bytes", SLICED, ids=str)
+def test_a_fused_activation_in_parts_gives_bitwise_the_results_of_one_pass(
+        shape, axis, groups, l2_bytes, dtype, activation):
+    layout = make_layout(shape, axis, groups)
+    inputs = make_inputs(shape, layout, dtype)
+    whole = run_activated(make_device(l2_bytes=2 ** 40), layout, *inputs, 1e-3, activation)
+    sliced_device = make_device(l2_bytes=l2_bytes)
+    parts = run_activated(sliced_device, layout, *inputs, 1e-3, activation)
+    assert len(plan_of(shape, axis, groups, dtype, sliced_device).backward) > 1
+    for name, a, b in zip(NAMES, whole, parts):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+
+
+def test_a_fused_activation_in_pieces_of_one_sample_equals_the_composition():
+    shape, axis, groups = (1, 96, 8, 64), -1, 8
+    device = make_device(sm_count=1, blocks_per_sm=1, l2_bytes=64 * 1024)
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float32)
+    got = run_activated(device, layout, x, dy, gamma, beta, 1e-3, "silu")
+    assert len(plan_of(shape, axis, groups, np.float32, device).forward[0].pieces) > 1
+    want = activated_reference(layout, x, dy, gamma, beta, 1e-3, "silu")
+    assert_matches(got, want, layout, np.dtype(np.float32), "silu", dy, gamma)

@@ -19,8 +19,10 @@ from cugn.kernels.cuda_on_cpu import build  # noqa: E402
 pytestmark = pytest.mark.cuda_on_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
-# One configuration (each is a sanitized build of its own), every kernel and tier.
-SUBSET = "tier_boundaries or without_gamma"
+# One configuration (each is a sanitized build of its own), every kernel and tier, and
+# the passes run in parts and in pieces.
+SUBSET = ("tier_boundaries or without_gamma or (parts_give_bitwise and float32 and True-True)"
+          " or (mean_dwarfs and float32)")
 TIMEOUT = 900
 
 # The missing barrier of test_cuda_on_cpu's planted bug, with every thread at once.

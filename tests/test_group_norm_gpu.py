@@ -322,6 +322,26 @@ def test_every_output_and_workspace_value_is_written(cp, cuda, shape, axis, grou
 
 
 @gpu
+@pytest.mark.parametrize("shape, axis, groups, l2_bytes", [
+    ((8, 16, 16, 64), -1, 8, 256 * 1024),   # whole samples a part (64 kB a sample)
+    ((2, 64, 64, 64), 1, 32, 1 << 20),      # channels-first: groups of a 1 MB sample a part
+    ((1, 8192, 2048), -1, 32, 4 << 20),     # a sample of 32 or 64 MB: pieces of rows
+    ((1, 8192, 2048), 1, 32, 16 << 20),     # channels-first: groups a part
+])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=dtype_ids)
+def test_passes_in_parts_of_a_small_l2(cp, cuda, monkeypatch, shape, axis, groups, l2_bytes,
+                                       dtype):
+    monkeypatch.setattr(cuda, "_l2_bytes", lambda device_id: l2_bytes)
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = (None if a is None else cp.asarray(a)
+                          for a in make_inputs(shape, layout, dtype))
+    with nan_filled_allocations(cp):
+        outputs = [a.get() for a in run_both_passes(cuda, cp, layout, x, dy, gamma, beta, 1e-3)]
+    assert all(np.isfinite(a).all() for a in outputs)
+    check_against_numpy(cuda, cp, shape, axis, groups, dtype)
+
+
+@gpu
 @pytest.mark.parametrize("shape, axis, groups", [((0, 8, 8, 16), -1, 4), ((0, 16, 8, 8), 1, 4),
                                                  ((0, 16), -1, -1)])
 def test_empty_batch(cp, cuda, shape, axis, groups):

@@ -12,8 +12,12 @@ BLOCKS_PER_SM = 8
 RESIDENT = H100_SMS * BLOCKS_PER_SM
 
 
-def make(view, itemsize=4, addresses=(0,)):
-    return plan(view, itemsize, list(addresses), H100_SMS, BLOCKS_PER_SM)
+H200_L2 = 60 * 2 ** 20
+WHOLE = 2 ** 40  # an L2 that holds any input here: one part
+
+
+def make(view, itemsize=4, addresses=(0,), l2_bytes=H200_L2):
+    return plan(view, itemsize, list(addresses), H100_SMS, BLOCKS_PER_SM, l2_bytes)
 
 
 @pytest.mark.parametrize("view, itemsize, expected", [
@@ -49,7 +53,8 @@ def test_channels_last_small_groups_use_column_tiles_holding_whole_groups():
     assert (stats.kernel, stats.lanes, stats.merge_width) == ("column", 32, 4)
     assert (stats.lanes * p.vector) % 16 == 0  # a tile holds whole groups
     assert stats.column_chunks == 512 // (32 * 4)
-    assert stats.grid == 8 * stats.column_chunks * stats.split
+    samples = p.forward[0].view[0]  # 64 MB: run in parts of a few samples
+    assert samples < 8 and stats.grid == samples * stats.column_chunks * stats.split
     assert p.partials.kernel == "column" and p.partials.merge_width == 1
 
 
@@ -66,7 +71,7 @@ def test_channels_last_long_groups_use_segments():
 
 
 def test_channels_first_is_rows_of_d_times_s():
-    p = make((64, 1, 32, 8, 1024))  # (64, 256, 32, 32) NCHW: 2048 groups fill the GPU
+    p = make((64, 1, 32, 8, 1024), l2_bytes=WHOLE)  # (64, 256, 32, 32) NCHW: 2048 groups
     assert not p.channels_last
     assert p.statistics.kernel == "segment" and p.statistics.tier == "block"
     assert p.statistics.grid == 64 * 32 and p.statistics.chunk == 8 * 1024 // 4
@@ -81,7 +86,7 @@ def test_small_groups_share_a_warp():
 
 
 def test_few_groups_are_split_across_blocks():
-    p = make((1, 1, 32, 16, 16384))  # B=1, G=32, 128x128 NCHW: 32 groups on 132 SMs
+    p = make((1, 1, 32, 16, 16384), l2_bytes=WHOLE)  # B=1, G=32, 128x128 NCHW on 132 SMs
     stats = p.statistics
     assert stats.tier == "split" and stats.split > 1
     assert stats.grid == 32 * stats.split >= RESIDENT // 2
@@ -97,14 +102,17 @@ def test_channels_last_few_tiles_are_split_over_rows():
 
 
 def test_enough_groups_are_not_split():
-    assert make((64, 1, 32, 16, 4096)).statistics.split == 1
+    assert make((64, 1, 32, 16, 4096), l2_bytes=WHOLE).statistics.split == 1
 
 
 def test_grids_of_the_small_kernels():
     p = make((3, 10, 5, 4, 7))
-    assert p.finalize_grid == 1 and p.parameters_grid == 1
-    assert p.coefficients_grid == math.ceil(3 * 5 * 32 / BLOCK)
-    assert 1 <= p.elementwise_grid <= RESIDENT * cuda_plan.ELEMENTWISE_WAVES
+    (forward,), (backward,) = p.forward, p.backward
+    assert forward.merge_grid == 1 and p.parameters_grid == 1
+    assert backward.merge_grid == math.ceil(3 * 5 * 32 / BLOCK)
+    for part in (forward, backward):
+        (piece,) = part.pieces
+        assert 1 <= piece.elementwise_grid <= RESIDENT * cuda_plan.ELEMENTWISE_WAVES
 
 
 @pytest.mark.parametrize("view", [
@@ -123,3 +131,119 @@ def test_every_chunk_is_non_empty_and_the_chunks_cover_the_unit(view, itemsize):
             assert reduction.lanes % reduction.merge_width == 0
         elif reduction.tier != "warp":
             assert reduction.unit_threads == BLOCK
+
+
+# ------------------------------------------------------------------ parts sized from the L2
+
+MB = 2 ** 20
+
+
+def covers(parts, view):
+    """The parts tile the view in order: each starts where the one before ends, its
+    groups and channels follow from its place, and its pieces tile its rows."""
+    batch, rows, groups, group_channels, spatial = view
+    offset = 0
+    for part in parts:
+        n, part_rows, part_groups, d, s = part.view
+        assert (part_rows, d, s) == (rows, group_channels, spatial)
+        assert part.offset == offset
+        sample, within = divmod(part.offset, rows * groups * group_channels * spatial)
+        assert part.unit == sample * groups + part.channel // group_channels
+        assert within == part.channel * spatial and part.channel % group_channels == 0
+        offset += math.prod(part.view)
+        start = 0
+        for piece in part.pieces:
+            assert piece.offset == start and piece.view[0] == n and piece.view[2:] == (
+                part_groups, d, s)
+            start += math.prod(piece.view)
+        assert start == math.prod(part.view)
+    assert offset == math.prod(view)
+
+
+@pytest.mark.parametrize("view", [
+    (8, 4096, 32, 16, 1),   # channels-last (8, 64, 64, 512)
+    (8, 1, 32, 16, 4096),   # channels-first (8, 512, 64, 64)
+    (8, 64, 32, 16, 64),    # a middle axis: M = 64, S = 64
+    (8, 1, 32, 16, 1),      # (N, C) with C = 512... made large by the batch below
+])
+def test_parts_start_just_above_half_the_l2_in_every_layout(view):
+    itemsize = 4
+    nbytes = math.prod(view) * itemsize
+    for inputs, name in ((1, "forward"), (2, "backward")):
+        at = make(view, itemsize, l2_bytes=2 * inputs * nbytes)   # inputs fill exactly half
+        above = make(view, itemsize, l2_bytes=2 * inputs * nbytes - 2)
+        assert len(getattr(at, name)) == 1 and len(getattr(at, name)[0].pieces) == 1
+        parts = getattr(above, name)
+        assert len(parts) == 2 and [p.view[0] for p in parts] == [4, 4]  # whole samples
+        covers(parts, view)
+
+
+def test_parts_hold_what_half_the_l2_holds_and_split_alike():
+    view = (8, 4096, 32, 16, 1)  # 8 MB a sample in float32
+    p = make(view, 4)
+    assert [part.view[0] for part in p.forward] == [3, 3, 2]   # 24 MB <= 30 MB of x
+    assert [part.view[0] for part in p.backward] == [1] * 8    # 16 MB of x and dy
+    for parts in (p.forward, p.backward):
+        covers(parts, view)
+        # Every part as many partials per unit, the grid following its samples.
+        reductions = [part.pieces[0].reduction for part in parts]
+        assert len({r.split for r in reductions}) == 1 and len({r.chunk for r in reductions}) == 1
+        assert [r.grid for r in reductions] == [
+            part.view[0] * r.column_chunks * r.split for part, r in zip(parts, reductions)]
+        # Still filling the GPU, or every thread at its least work.
+        r = reductions[0]
+        assert r.grid >= RESIDENT // 2 or r.chunk == r.rows_per_block * cuda_plan.MIN_ROWS_PER_THREAD
+    # 7 MB a sample: 4 samples in the H200's 30 MB, 3 in the H100's 25.
+    smaller = (8, 3584, 32, 16, 1)
+    assert [part.view[0] for part in make(smaller, 4).forward] == [4, 4]
+    assert [part.view[0] for part in make(smaller, 4, l2_bytes=50 * MB).forward] == [3, 3, 2]
+
+
+def test_channels_first_samples_larger_than_half_the_l2_are_cut_into_groups():
+    view = (2, 1, 32, 16, 16384)  # (2, 512, 128, 128) float32: 32 MB a sample
+    p = make(view, 4)
+    assert [(part.unit, part.view[2]) for part in p.forward] == [
+        (0, 16), (16, 16), (32, 16), (48, 16)]
+    assert [part.view[2] for part in p.backward] == [11, 11, 10] * 2
+    for parts in (p.forward, p.backward):
+        covers(parts, view)
+        assert all(len(part.pieces) == 1 for part in parts)
+        assert len({part.split for part in parts}) == 1
+
+
+def test_samples_with_rows_larger_than_half_the_l2_are_cut_into_pieces():
+    view = (2, 16384, 32, 16, 1)  # (2, 128, 128, 512) float32: 32 MB a sample
+    p = make(view, 4, l2_bytes=60 * MB)
+    for parts, inputs in ((p.forward, 1), (p.backward, 2)):
+        assert [part.view[0] for part in parts] == [1, 1]
+        covers(parts, view)
+        for part in parts:
+            rows = [piece.view[1] for piece in part.pieces]
+            assert len(rows) > 1 and max(rows) - min(rows) <= 1
+            # A piece holds a quarter of the share, or enough rows for every resident block.
+            filled = RESIDENT * BLOCK * cuda_plan.MIN_ROWS_PER_THREAD * 16 * inputs
+            most = max(30 * MB / 4, filled) // (512 * 4 * inputs)
+            assert max(rows) <= most < max(rows) + 1 + most // len(rows)
+            assert part.split == sum(piece.reduction.split for piece in part.pieces)
+    # (N, C) rows of one value each cannot be cut: one sample a part, one piece.
+    wide = make((2, 1, 1, 2 ** 24, 1), 4)
+    assert [len(part.pieces) for part in wide.forward] == [1, 1]
+
+
+def test_a_group_larger_than_half_the_l2_is_a_part_of_its_own():
+    p = make((1, 1, 2, 4, 2 ** 22), 4)  # two groups of 64 MB
+    assert [part.view for part in p.forward] == [(1, 1, 1, 4, 2 ** 22)] * 2
+
+
+def test_the_index_width_and_vectors_follow_the_whole_input():
+    view = (2 ** 16, 1, 1, 2 ** 15, 1)
+    sliced, whole = make(view, 2), make(view, 2, l2_bytes=WHOLE)
+    assert len(sliced.forward) > 1 and len(whole.forward) == 1
+    assert sliced.index64 and whole.index64 and sliced.vector == whole.vector == 8
+    assert not make((2 ** 15, 1, 1, 2 ** 15, 1), 2).index64
+
+
+def test_an_unknown_l2_is_one_part_and_a_negative_one_an_error():
+    assert len(make((64, 1, 32, 16, 4096), l2_bytes=0).forward) == 1
+    with pytest.raises(ValueError, match="l2_bytes must be >= 0, got -1"):
+        make((2, 1, 1, 1, 1), l2_bytes=-1)

@@ -1,11 +1,11 @@
-"""profiling/group_norm_traffic.py: its DRAM model, and its rows from a real (small) run
-of the kernels on the CPU."""
+"""profiling/group_norm_traffic.py: its DRAM model (an LRU over the lines each launch
+touched), and its rows from a real (small) run of the kernels on the CPU."""
 
 import pytest
 
 pytest.importorskip("cupy", reason="group_norm_cuda imports CuPy (no GPU needed)")
 
-from cugn.kernels.cuda_on_cpu import Launch, Traffic, compiler  # noqa: E402
+from cugn.kernels.cuda_on_cpu import Launch, Span, Traffic, compiler  # noqa: E402
 from cugn.profiling import benchmark  # noqa: E402
 
 import profiling_scripts  # noqa: E402
@@ -21,30 +21,72 @@ def launch(*traffic):
     return Launch("k", "k", (1, 1, 1), (256, 1, 1), tuple(traffic))
 
 
-def test_a_second_read_of_what_fits_in_l2_is_not_dram_traffic():
-    x, y = 0x1000, 0x9000
-    passes = [launch(Traffic(("x",), x, 40 * MB, 40 * MB, 0)),
-              launch(Traffic(("x",), x, 40 * MB, 40 * MB, 0), Traffic(("y",), y, 40 * MB, 0, 40 * MB))]
-    # x from DRAM once; in the second launch it is still in 60 MB of L2; y is written.
-    assert script.dram_bytes(passes, 60 * MB) == 80 * MB
-    # With 32 MB of L2, x does not fit: read twice.
-    assert script.dram_bytes(passes, 32 * MB) == 120 * MB
+def lines(name, address, first, count, read=True):
+    """``count`` lines of a MB from line ``first`` of an allocation of 64, read or written."""
+    nbytes = count * MB
+    return Traffic((name,), address, 64 * MB, nbytes if read else 0, 0 if read else nbytes,
+                   (Span(first * MB, nbytes, nbytes if read else 0, 0 if read else nbytes),))
+
+
+def dram_lines(launches, l2_lines):
+    """DRAM traffic in lines of a MB, with an L2 of ``l2_lines`` of them."""
+    return script.dram_bytes(launches, l2_lines * MB, line_bytes=MB) / MB
+
+
+X, Y = 1 << 32, 2 << 32  # two allocations' addresses
+
+
+def test_a_second_read_of_what_fits_in_l2_with_its_stores_is_not_dram_traffic():
+    passes = [launch(lines("x", X, 0, 20)),
+              launch(lines("x", X, 0, 20), lines("y", Y, 0, 20, read=False))]
+    assert dram_lines(passes, 60) == 20 + 20  # x once, y written
+    # 32 lines: x0..x19 are in L2; the apply reads x_i and stores y_i in turn, and from
+    # y11 each store evicts the least recent line, which is x_(i+1) (x13 first): the
+    # rest of x misses, each miss evicting the next. 7 lines read again.
+    assert dram_lines(passes, 32) == 20 + 7 + 20
+
+
+def test_parts_that_fit_reach_the_minimum_where_the_whole_does_not():
+    whole = [launch(lines("x", X, 0, 40)),
+             launch(lines("x", X, 0, 40), lines("y", Y, 0, 40, read=False))]
+    # After 40 lines through 32, x8..x39 are in L2; x0 misses and evicts x8, and so on.
+    assert dram_lines(whole, 32) == 40 + 40 + 40
+    parts = [launch(*group) for first in range(0, 40, 10) for group in (
+        [lines("x", X, first, 10)],
+        [lines("x", X, first, 10), lines("y", Y, first, 10, read=False)])]
+    assert dram_lines(parts, 32) == 40 + 40  # each part's 20 lines fit
+
+
+def test_reading_pieces_again_last_first_reuses_what_l2_still_holds():
+    first = [launch(lines("x", X, p, 10)) for p in range(0, 40, 10)]
+    again = [launch(lines("x", X, p, 10)) for p in range(0, 40, 10)]
+    # In order, the second read thrashes: every line was evicted just before.
+    assert dram_lines(first + again, 32) == 40 + 40
+    # Last first: x8..x39 are still in L2 and read; x0..x7 miss, evicting x8 and x9
+    # (the least recent) before they are read.
+    assert dram_lines(first + again[::-1], 32) == 40 + 10
 
 
 def test_what_was_touched_since_evicts_least_recently_used_first():
-    x, a = 0x1000, 0x2000
-    passes = [launch(Traffic(("x",), x, 40 * MB, 40 * MB, 0)),
-              launch(Traffic(("a",), a, 30 * MB, 30 * MB, 0)),
-              launch(Traffic(("x",), x, 40 * MB, 40 * MB, 0))]
-    assert script.dram_bytes(passes, 60 * MB) == 110 * MB  # a pushed x out: 40 + 30 + 40
-    assert script.dram_bytes(passes, 80 * MB) == 70 * MB   # both fit
+    passes = [launch(lines("x", X, 0, 40)), launch(lines("a", Y, 0, 30)),
+              launch(lines("x", X, 0, 40))]
+    # a pushes x0..x9 out; reading x again in order, each miss evicts the next line.
+    assert dram_lines(passes, 60) == 40 + 30 + 40
+    assert dram_lines(passes, 80) == 40 + 30  # both fit
 
 
-def test_re_reads_within_a_launch_hit_l2_for_small_arrays_only():
-    small, big = 0x1000, 0x2000
-    passes = [launch(Traffic(("gamma",), small, 1 * MB, 5 * MB, 0),
-                     Traffic(("x",), big, 100 * MB, 101 * MB, 0))]
-    assert script.dram_bytes(passes, 60 * MB) == 1 * MB + 101 * MB
+def test_sparse_reads_cost_what_they_read_and_small_arrays_are_read_from_dram_once():
+    rstd = Traffic(("rstd",), X, 1024, 5 * 1024, 0)       # no spans: the whole allocation
+    pivots = Traffic(("x",), Y, 64 * MB, 12, 0, tuple(Span(k * MB, MB, 4, 0) for k in (0, 5, 9)))
+    assert script.dram_bytes([launch(rstd, pivots)], 60 * MB, line_bytes=MB) == 1024 + 12
+    # A span larger than L2 read more than once reads DRAM again past its size.
+    big = Traffic(("x",), X, 100 * MB, 101 * MB, 0)
+    assert script.dram_bytes([launch(big)], 60 * MB, line_bytes=MB) == 101 * MB
+
+
+def test_stores_reach_dram_once_per_launch():
+    passes = [launch(lines("y", Y, 0, 10, read=False))] * 2
+    assert dram_lines(passes, 60) == 20
 
 
 @pytest.mark.skipif(compiler() is None, reason="needs g++ (>= 12) or clang++")
@@ -74,4 +116,5 @@ def test_the_script_writes_its_csv_and_summary(tmp_path):
     assert (tmp_path / "group_norm_traffic.csv").read_text().splitlines()[0] == \
         ",".join(script.COLUMNS)
     summary = (tmp_path / "group_norm_traffic.md").read_text()
-    assert "missed on 1 of 1 rows" in summary and "no GPU was used" in summary
+    assert "missed on 1 of 1 rows: 2x8 float16 forward (1.094)." in summary
+    assert "no GPU was used" in summary

@@ -1,6 +1,6 @@
 """Launch planning for the CUDA GroupNorm kernels: pure functions of the view,
-the dtype, the data addresses and the device's size, so they run (and are
-tested) without a GPU.
+the dtype, the data addresses and the device's size and L2, so they run (and
+are tested) without a GPU.
 
 The input is the contiguous (N, M, G, D, S) view of ``layout.py``; C = G*D.
 Reductions come in two shapes (see ``cuda/group_norm.cu``):
@@ -12,18 +12,33 @@ Reductions come in two shapes (see ``cuda/group_norm.cu``):
   to fill the GPU.
 - column: channels-last (S == 1) tiles of pixel rows by a chunk of channels, with
   vector loads along C ("column"); split over pixel rows when there are too few tiles.
+
+Each pass reads its inputs twice (the reduction, then the elementwise pass). So
+that the second read comes from L2, a pass whose inputs (x forward; x and dy
+backward) exceed half the L2 runs through the input in parts that fit: whole
+samples, or groups of one sample when they are contiguous (M == 1). A sample
+that is larger still, with rows (M > 1), is one part whose reduction runs in
+pieces of a few rows, in order, and whose elementwise pass runs the same pieces
+last first: what the reduction read last, still in L2, is read again first.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 BLOCK = 256                # threads per block of every kernel (the source's kBlock)
 VECTOR_BYTES = 16          # widest vector access
 SMALL_UNIT_ITEMS = 4       # vectors per thread below which a unit gets part of a warp
 MIN_SPLIT_VECTORS = 4 * BLOCK  # least vectors per block when a unit is split
 MIN_ROWS_PER_THREAD = 4    # least pixel rows per thread when column tiles are split
+TILE_LINE_BYTES = 128      # width of the backward's column tiles: one cache line
 ELEMENTWISE_WAVES = 4      # grid-stride kernels launch this many waves of resident blocks
 INDEX64_THRESHOLD = 2 ** 31  # tensors from this many elements use 64-bit indices
+# The most of L2 the inputs of one part may fill: the elementwise pass adds its
+# stores (|y| = |x| forward, |dx| = half of |x| + |dy| backward), so inputs and
+# stores together stay within L2, with room to spare for the backward, whose
+# partial sums and parameters are small.
+L2_SHARE = 0.5
+PIECES_PER_SHARE = 4       # a sample larger than that share is cut into pieces of a quarter
 
 
 @dataclass(frozen=True)
@@ -43,18 +58,54 @@ class Reduction:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """One launch of a part's reduction and, in reverse order, of its elementwise pass."""
+
+    offset: int             # its first element, from the start of the part
+    view: tuple             # its (N, M, G, D, S): rows of the part
+    reduction: Reduction    # statistics (forward) or per-channel sums (backward)
+    elementwise_grid: int   # apply (forward) or dx (backward)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A contiguous part of the input that a pass runs through by itself: whole
+    samples, or groups of one sample."""
+
+    offset: int             # its first element in the input's view
+    view: tuple             # its (N, M, G, D, S)
+    unit: int               # its first group, n*G + g
+    channel: int            # the first channel of its groups, g*D
+    pieces: tuple           # of Piece, in address order
+    merge_grid: int         # forward finalize (a thread per group), backward coefficients
+                            # (a warp per group)
+
+    @property
+    def split(self):
+        """Partials per group (forward) or channel (backward): every piece's, in order."""
+        return sum(piece.reduction.split for piece in self.pieces)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything the forward and backward launch for one input."""
 
     vector: int             # values per vector access
     index64: bool           # 64-bit indices (the tensor has 2^31 elements or more)
     channels_last: bool     # S == 1: a vector holds V channels of one group
-    statistics: Reduction   # forward statistics, units are the N*G groups
-    partials: Reduction     # backward per-channel sums, units are the N*C channels
-    elementwise_grid: int   # apply (forward) and dx (backward)
-    finalize_grid: int      # forward: one thread per group
-    coefficients_grid: int  # backward: one warp per group
-    parameters_grid: int    # backward: one thread per channel
+    forward: tuple          # of Part; units of the statistics are groups
+    backward: tuple         # of Part; units of the partial sums are channels
+    parameters_grid: int    # backward: one thread per channel, over every part's sums
+
+    @property
+    def statistics(self):
+        """The forward's first reduction (the only one when the input is one part)."""
+        return self.forward[0].pieces[0].reduction
+
+    @property
+    def partials(self):
+        """The backward's first reduction."""
+        return self.backward[0].pieces[0].reduction
 
 
 def vector_width(view, itemsize, addresses):
@@ -93,16 +144,20 @@ def segment_reduction(units, unit_vectors, resident_blocks):
                      split=split, chunk=chunk, unit_threads=BLOCK)
 
 
-def column_reduction(batch, rows, channels, vector, resident_blocks, group_vectors=None):
+def column_reduction(batch, rows, channels, vector, resident_blocks, group_vectors=None,
+                     itemsize=4):
     """Tiles for a channels-last reduction over ``rows`` pixels of ``channels`` channels.
 
     With ``group_vectors`` (the forward, D/V <= 32), a tile holds whole groups and
     each group's lanes are merged with segmented warp shuffles when that count is a
-    power of two; without it (the backward), sums stay per channel.
+    power of two; without it (the backward), sums stay per channel, and a tile is
+    one line of ``TILE_LINE_BYTES`` wide (values of ``itemsize`` bytes): each
+    block writes a sum per channel of its tile, so the narrowest tiles that read
+    whole lines write the fewest.
     """
     columns = channels // vector
     if group_vectors is None:
-        lanes, merge_width = min(columns, 32), 1
+        lanes, merge_width = min(columns, 32, max(1, TILE_LINE_BYTES // (vector * itemsize))), 1
     else:
         lanes = min(columns, (32 // group_vectors) * group_vectors)
         power_of_two = group_vectors & (group_vectors - 1) == 0
@@ -121,36 +176,122 @@ def column_reduction(batch, rows, channels, vector, resident_blocks, group_vecto
                      merge_width=merge_width)
 
 
-def plan(view, itemsize, addresses, sm_count, blocks_per_sm):
+def _even(total, most):
+    """(start, count) of the fewest runs of at most ``most`` covering range(total),
+    as even as can be (the longer ones first)."""
+    runs = math.ceil(total / max(1, most))
+    size, longer = divmod(total, runs)
+    starts = [r * size + min(r, longer) for r in range(runs + 1)]
+    return [(a, b - a) for a, b in zip(starts, starts[1:])]
+
+
+def slices(view, itemsize, inputs, l2_bytes, resident_blocks):
+    """The parts of a pass over ``view`` that re-reads ``inputs`` arrays of
+    ``itemsize`` bytes (1 forward, 2 backward), each as (offset, view, first
+    group, first channel, pieces as (first row, rows)).
+
+    The inputs of a part fill at most ``L2_SHARE`` of ``l2_bytes``, when whole
+    samples or groups (channels-first, M == 1 < S) can; else a part is one
+    sample, its rows cut into pieces of a ``PIECES_PER_SHARE``-th of that share,
+    but enough for ``resident_blocks`` blocks (or one group, when M == 1 < S and
+    a group alone is too large; or one sample, when M == S == 1).
+    """
+    batch, rows, groups, group_channels, spatial = view
+    row = groups * group_channels * spatial
+    sample = rows * row
+    share = l2_bytes * L2_SHARE
+    per_sample = sample * itemsize * inputs
+    if l2_bytes <= 0 or batch * per_sample <= share:
+        return [(0, view, 0, 0, [(0, rows)])]
+    if per_sample <= share:  # whole samples
+        return [(n * sample, (count, rows, groups, group_channels, spatial), n * groups, 0,
+                 [(0, rows)]) for n, count in _even(batch, int(share // per_sample))]
+    if rows == 1 and spatial > 1 and groups > 1:  # channels-first: each group is contiguous
+        group = group_channels * spatial
+        most = int(share // (group * itemsize * inputs))
+        return [(n * sample + g * group, (1, 1, count, group_channels, spatial),
+                 n * groups + g, g * group_channels, [(0, 1)])
+                for n in range(batch) for g, count in _even(groups, most)]
+    # Every resident block takes MIN_ROWS_PER_THREAD vectors a thread of each input.
+    filled = resident_blocks * BLOCK * MIN_ROWS_PER_THREAD * VECTOR_BYTES * inputs
+    most = int(max(share / PIECES_PER_SHARE, filled) // (row * itemsize * inputs))
+    return [(n * sample, (1, rows, groups, group_channels, spatial), n * groups, 0,
+             _even(rows, most)) for n in range(batch)]
+
+
+def _statistics(view, vector, resident, itemsize):
+    batch, rows, groups, group_channels, spatial = view
+    if spatial == 1 and group_channels // vector <= 32:
+        return column_reduction(batch, rows, groups * group_channels, vector, resident,
+                                group_channels // vector)
+    return segment_reduction(batch * groups, rows * group_channels * spatial // vector, resident)
+
+
+def _partials(view, vector, resident, itemsize):
+    batch, rows, groups, group_channels, spatial = view
+    if spatial == 1:
+        return column_reduction(batch, rows, groups * group_channels, vector, resident,
+                                itemsize=itemsize)
+    return segment_reduction(batch * groups * group_channels, rows * spatial // vector, resident)
+
+
+def _regrid(reduction, batch, units):
+    """``reduction``'s launch (tier, split, chunk) over ``batch`` samples of ``units``
+    units in all: every piece of a pass shares its first piece's, so that every
+    part has as many partials per unit."""
+    if reduction.kernel == "column":
+        grid = batch * reduction.column_chunks * reduction.split
+    elif reduction.tier == "warp":
+        grid = math.ceil(units / (BLOCK // reduction.unit_threads))
+    else:
+        grid = units * reduction.split
+    return replace(reduction, grid=grid)
+
+
+def _parts(view, itemsize, inputs, l2_bytes, vector, resident, reduce, units_of, merge_grid):
+    parts = slices(view, itemsize, inputs, l2_bytes, resident)
+    batch, rows, groups, group_channels, spatial = parts[0][1]
+    # The first piece is the largest: its reduction is planned, the others follow it.
+    first = reduce((batch, parts[0][4][0][1], groups, group_channels, spatial), vector, resident,
+                   itemsize)
+    planned = []
+    for offset, part_view, unit, channel, ranges in parts:
+        batch, rows, groups, group_channels, spatial = part_view
+        row = groups * group_channels * spatial
+        pieces = tuple(
+            Piece(start * row, piece_view, _regrid(first, batch, units_of(piece_view)),
+                  elementwise_grid(math.prod(piece_view), vector, resident))
+            for start, count in ranges
+            for piece_view in [(batch, count, groups, group_channels, spatial)])
+        planned.append(Part(offset, part_view, unit, channel, pieces,
+                            merge_grid(batch * groups)))
+    return tuple(planned)
+
+
+def elementwise_grid(elements, vector, resident):
+    return min(math.ceil(elements // vector / BLOCK), resident * ELEMENTWISE_WAVES)
+
+
+def plan(view, itemsize, addresses, sm_count, blocks_per_sm, l2_bytes):
     """The launches for a non-empty contiguous input of ``view`` (N, M, G, D, S).
 
     ``addresses`` are the device addresses of the inputs read and written with
-    vectors; ``blocks_per_sm`` is the kernels' occupancy.
+    vectors; ``blocks_per_sm`` is the kernels' occupancy; ``l2_bytes`` the size of
+    the device's L2 (0: unknown, no parts).
     """
-    batch, rows, groups, group_channels, spatial = view
-    channels = groups * group_channels
-    elements = math.prod(view)
+    if l2_bytes < 0:
+        raise ValueError(f"l2_bytes must be >= 0, got {l2_bytes}")
+    _, _, groups, group_channels, spatial = view
     vector = vector_width(view, itemsize, addresses)
     resident = sm_count * blocks_per_sm
-    channels_last = spatial == 1
-    group_vectors = group_channels // vector
-    if channels_last and group_vectors <= 32:
-        statistics = column_reduction(batch, rows, channels, vector, resident, group_vectors)
-    else:
-        statistics = segment_reduction(batch * groups, rows * group_channels * spatial // vector,
-                                       resident)
-    if channels_last:
-        partials = column_reduction(batch, rows, channels, vector, resident)
-    else:
-        partials = segment_reduction(batch * channels, rows * spatial // vector, resident)
     return Plan(
         vector=vector,
-        index64=needs_index64(elements),
-        channels_last=channels_last,
-        statistics=statistics,
-        partials=partials,
-        elementwise_grid=min(math.ceil(elements // vector / BLOCK), resident * ELEMENTWISE_WAVES),
-        finalize_grid=math.ceil(batch * groups / BLOCK),
-        coefficients_grid=math.ceil(batch * groups * 32 / BLOCK),
-        parameters_grid=math.ceil(channels / BLOCK),
+        index64=needs_index64(math.prod(view)),
+        channels_last=spatial == 1,
+        forward=_parts(view, itemsize, 1, l2_bytes, vector, resident, _statistics,
+                       lambda v: v[0] * v[2], lambda units: math.ceil(units / BLOCK)),
+        backward=_parts(view, itemsize, 2, l2_bytes, vector, resident, _partials,
+                        lambda v: v[0] * v[2] * v[3],
+                        lambda units: math.ceil(units * 32 / BLOCK)),
+        parameters_grid=math.ceil(groups * group_channels / BLOCK),
     )

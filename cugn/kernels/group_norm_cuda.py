@@ -10,15 +10,24 @@ large groups depends on the SM count, the vector width on the addresses).
 Forward: the statistics of each group (mean, rstd), from the statistics kernel
 itself when one unit of threads reduces a whole group, else from partials that
 one thread per group merges; then y = act(a*(x - p) + b) in one elementwise
-pass, act an optional fused activation. Two launches, three for split groups. Backward: per-(n, c) sums of g, g*(x - mean) and x - mean, with g = dy
-(dy*act'(z) after an activation, z recomputed from x, mean, rstd, gamma and beta),
-then per-group coefficients and dgamma/dbeta from those sums in a fixed order,
-then dx = c1*g + c2*(x - mean) + c3 in one elementwise pass. The sum of x - mean
-corrects for the rounding of the saved mean when |mean| >> std, as the NumPy
-path does.
+pass, act an optional fused activation. Backward: per-(n, c) sums of g,
+g*(x - mean) and x - mean, with g = dy (dy*act'(z) after an activation, z
+recomputed from x, mean, rstd, gamma and beta), then per-group coefficients and
+dgamma/dbeta from those sums in a fixed order, then dx = c1*g + c2*(x - mean) + c3
+in one elementwise pass. The sum of x - mean corrects for the rounding of the
+saved mean when |mean| >> std, as the NumPy path does.
+
+Each pass reads its inputs twice; when they exceed half the device's L2, it
+runs part by part (``cuda_plan.slices``: whole samples, groups of a sample, or
+pieces of rows of one sample, the elementwise launches of the pieces last
+first), so that the second read comes from L2. Every part of a pass has as
+many partials per group or channel, and the backward's parameters kernel sums
+every part's at the end in its one order: with the same reductions, parts give
+bitwise the results of one pass.
 """
 
 import functools
+import math
 
 import cupy
 import ml_dtypes
@@ -57,44 +66,81 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
     x5 = cupy.ascontiguousarray(layout.to_view(x))
     y5 = cupy.empty_like(x5)
     plan, kernels, index = _prepare(x5, (x5, y5), storage, activation)
-    channels = groups * group_channels
-    units = batch * groups
-
-    stats = plan.statistics
+    gamma, beta = _parameter(gamma, acc), _parameter(beta, acc)
     mean = cupy.empty((batch, groups), acc)
     rstd = cupy.empty((batch, groups), acc)
-    pivot = cupy.empty(units, acc)
-    shifted_mean = cupy.empty(units, acc)
-    statistics = (mean, rstd, pivot, shifted_mean)
-    count, epsilon = acc.type(layout.group_size), acc.type(epsilon)
-    # Unsplit groups get their statistics from the statistics kernel itself; split
-    # ones leave partials for forward_finalize to merge.
-    partials = cupy.empty(3 * units * stats.split, acc) if stats.split > 1 else None
+    pivot = cupy.empty(batch * groups, acc)
+    shifted_mean = cupy.empty(batch * groups, acc)
+
+    for part in plan.forward:
+        x_part, y_part = _region(x5, part), _region(y5, part)
+        units, channels = _groups_of(part), _channels_of(part)
+        group_stats = [_flat(a)[units] for a in (mean, rstd, pivot, shifted_mean)]
+
+        def statistics(piece, out, x_part=x_part, group_stats=group_stats):
+            x_piece = _region(x_part, piece)
+            _statistics(kernels, index, plan.vector, piece.reduction, x_piece, out, group_stats,
+                        layout.group_size, epsilon, acc)
+            if out is not None:
+                _repivot(out, x_piece, x_part, storage, acc)
+
+        if part.split == 1:  # one unsplit piece: the statistics kernel writes them
+            statistics(part.pieces[0], None)
+        else:
+            partials = _first_pass(part, units.stop - units.start, 1, acc, statistics)
+            _finalize(kernels, index, part.merge_grid, x_part, partials, part.split,
+                      *group_stats, layout.group_size, epsilon, acc)
+        for piece in reversed(part.pieces):
+            _apply(kernels, index, plan.vector, piece.elementwise_grid, _region(x_part, piece),
+                   _region(y_part, piece), _select(gamma, channels), _select(beta, channels),
+                   *group_stats[1:])
+    return layout.from_view(y5), mean, rstd
+
+
+def _statistics(kernels, index, vector, stats, x, partials, group_stats, group_size, epsilon,
+                acc):
+    """Statistics partials of the contiguous view ``x``, by ``stats`` (a Reduction); with
+    ``partials`` None (an unsplit reduction), the groups' statistics ``group_stats``
+    (mean, rstd, pivot, shifted mean) directly."""
+    batch, rows, groups, group_channels, spatial = x.shape
+    channels = groups * group_channels
+    units = batch * groups
+    finals = (None,) * 4 if partials is not None else group_stats
+    scalars = (acc.type(group_size), acc.type(epsilon))
     if stats.kernel == "segment":
         kernels.forward_stats_segment(
             (stats.grid,), (cuda_plan.BLOCK,),
-            (x5, partials, *statistics, index(units), index(groups), index(rows),
-             index(group_channels * spatial // plan.vector), index(stats.split),
-             index(stats.chunk), np.int32(stats.unit_threads), count, epsilon))
+            (x, partials, *finals, index(units), index(groups), index(rows),
+             index(group_channels * spatial // vector), index(stats.split),
+             index(stats.chunk), np.int32(stats.unit_threads), *scalars))
     else:
         kernels.forward_stats_column(
             (stats.grid,), (cuda_plan.BLOCK,),
-            (x5, partials, *statistics, index(rows), index(channels), index(group_channels),
+            (x, partials, *finals, index(rows), index(channels), index(group_channels),
              index(groups), index(stats.column_chunks), index(stats.split), index(stats.chunk),
              np.int32(stats.lanes), np.int32(stats.rows_per_block), np.int32(stats.merge_width),
-             count, epsilon))
-    if partials is not None:
-        kernels.forward_finalize(
-            (plan.finalize_grid,), (cuda_plan.BLOCK,),
-            (x5, partials, *statistics, index(units), index(stats.split), index(groups),
-             index(rows * channels * spatial), index(group_channels * spatial), count, epsilon))
+             *scalars))
 
+
+def _finalize(kernels, index, grid, x, partials, split, mean, rstd, pivot, shifted_mean,
+              group_size, epsilon, acc):
+    batch, rows, groups, group_channels, spatial = x.shape
+    channels = groups * group_channels
+    kernels.forward_finalize(
+        (grid,), (cuda_plan.BLOCK,),
+        (x, partials, mean, rstd, pivot, shifted_mean, index(batch * groups), index(split),
+         index(groups), index(rows * channels * spatial), index(group_channels * spatial),
+         acc.type(group_size), acc.type(epsilon)))
+
+
+def _apply(kernels, index, vector, grid, x, y, gamma, beta, rstd, pivot, shifted_mean):
+    batch, rows, groups, group_channels, spatial = x.shape
+    channels = groups * group_channels
     kernels.forward_apply(
-        (plan.elementwise_grid,), (cuda_plan.BLOCK,),
-        (x5, y5, _parameter(gamma, acc), _parameter(beta, acc), rstd, pivot, shifted_mean,
-         index(x5.size // plan.vector), index(spatial), index(channels), index(group_channels),
+        (grid,), (cuda_plan.BLOCK,),
+        (x, y, gamma, beta, rstd, pivot, shifted_mean,
+         index(x.size // vector), index(spatial), index(channels), index(group_channels),
          index(groups), index(rows * channels * spatial)))
-    return layout.from_view(y5), mean, rstd
 
 
 def backward(x, dy, gamma, mean, rstd, layout, storage=None, beta=None, activation=None):
@@ -130,45 +176,158 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
     rstd = cupy.ascontiguousarray(rstd, dtype=acc)
     weight = _parameter(gamma, acc)
     shift = None if activation is None else _parameter(beta, acc)
-
-    sums = plan.partials
-    partials = cupy.empty(3 * batch * sums.split * channels, acc)
-    if sums.kernel == "segment":
-        kernels.backward_partials_segment(
-            (sums.grid,), (cuda_plan.BLOCK,),
-            (x5, dy5, mean, rstd, weight, shift, partials, index(batch * channels),
-             index(channels), index(rows), index(spatial // plan.vector), index(sums.split),
-             index(sums.chunk), index(group_channels), index(groups),
-             np.int32(sums.unit_threads)))
-    else:
-        kernels.backward_partials_column(
-            (sums.grid,), (cuda_plan.BLOCK,),
-            (x5, dy5, mean, rstd, weight, shift, partials, index(rows), index(channels),
-             index(group_channels), index(groups), index(sums.column_chunks),
-             index(sums.split), index(sums.chunk), np.int32(sums.lanes),
-             np.int32(sums.rows_per_block)))
-
     c2 = cupy.empty(units, acc)
     c3 = cupy.empty(units, acc)
     residual = cupy.empty(units, acc)
-    kernels.backward_coefficients(
-        (plan.coefficients_grid,), (cuda_plan.BLOCK,),
-        (partials, weight, rstd, c2, c3, residual, index(units), index(groups),
-         index(group_channels), index(sums.split), acc.type(layout.group_size)))
+    # Every part has as many partial sums per channel: all land in one array, which
+    # the parameters kernel sums over the batch in one order whatever the parts.
+    split = plan.backward[0].split
+    partials = cupy.empty(3 * batch * split * channels, acc)
+
+    for part in plan.backward:
+        x_part, dy_part, dx_part = (_region(a, part) for a in (x5, dy5, dx5))
+        part_batch, _, part_groups, _, _ = part.view
+        part_units, part_channels = _groups_of(part), _channels_of(part)
+        sums = _first_pass(
+            part, part_batch, part_groups * group_channels, acc,
+            lambda piece, out: _partial_sums(kernels, index, plan.vector, piece.reduction,
+                                             _region(x_part, piece), _region(dy_part, piece),
+                                             _flat(mean)[part_units], _flat(rstd)[part_units],
+                                             _select(weight, part_channels),
+                                             _select(shift, part_channels), out),
+            partials if len(plan.backward) == 1 else None)
+        if sums is not partials:
+            first = part.unit // groups
+            partials.reshape(3, batch, split, channels)[
+                :, first:first + part_batch, :, part_channels] = sums.reshape(
+                    3, part_batch, split, part_groups * group_channels)
+        group_terms = [a[part_units] for a in (_flat(rstd), c2, c3, residual)]
+        _coefficients(kernels, index, part.merge_grid, sums, _select(weight, part_channels),
+                      *group_terms, part_batch * part_groups, part_groups, group_channels,
+                      split, layout.group_size, acc)
+        for piece in reversed(part.pieces):
+            _dx(kernels, index, plan.vector, piece.elementwise_grid, _region(x_part, piece),
+                _region(dy_part, piece), _region(dx_part, piece),
+                _select(weight, part_channels), _select(shift, part_channels),
+                _flat(mean)[part_units], *group_terms[:3])
+
     dgamma = cupy.empty(channels, acc)
     dbeta = cupy.empty(channels, acc)
     kernels.backward_parameters(
         (plan.parameters_grid,), (cuda_plan.BLOCK,),
         (partials, rstd, residual, dgamma, dbeta, index(batch), index(channels),
-         index(group_channels), index(groups), index(sums.split)))
-
-    kernels.backward_dx(
-        (plan.elementwise_grid,), (cuda_plan.BLOCK,),
-        (x5, dy5, dx5, weight, shift, mean, rstd, c2, c3, index(x5.size // plan.vector),
-         index(spatial), index(channels), index(group_channels), index(groups),
-         index(rows * channels * spatial)))
+         index(group_channels), index(groups), index(split)))
     return (layout.from_view(dx5), dgamma.reshape(layout.feature_shape),
             dbeta.reshape(layout.feature_shape))
+
+
+def _partial_sums(kernels, index, vector, sums, x, dy, mean, rstd, weight, shift, partials):
+    """Per-channel partial sums of the contiguous views ``x`` and ``dy``, by ``sums``
+    (rstd, weight and shift read only by the kernels of an activation)."""
+    batch, rows, groups, group_channels, spatial = x.shape
+    channels = groups * group_channels
+    if sums.kernel == "segment":
+        kernels.backward_partials_segment(
+            (sums.grid,), (cuda_plan.BLOCK,),
+            (x, dy, mean, rstd, weight, shift, partials, index(batch * channels),
+             index(channels), index(rows), index(spatial // vector), index(sums.split),
+             index(sums.chunk), index(group_channels), index(groups),
+             np.int32(sums.unit_threads)))
+    else:
+        kernels.backward_partials_column(
+            (sums.grid,), (cuda_plan.BLOCK,),
+            (x, dy, mean, rstd, weight, shift, partials, index(rows), index(channels),
+             index(group_channels), index(groups), index(sums.column_chunks),
+             index(sums.split), index(sums.chunk), np.int32(sums.lanes),
+             np.int32(sums.rows_per_block)))
+
+
+def _coefficients(kernels, index, grid, partials, weight, rstd, c2, c3, residual, units,
+                  groups, group_channels, split, group_size, acc):
+    kernels.backward_coefficients(
+        (grid,), (cuda_plan.BLOCK,),
+        (partials, weight, rstd, c2, c3, residual, index(units), index(groups),
+         index(group_channels), index(split), acc.type(group_size)))
+
+
+def _dx(kernels, index, vector, grid, x, dy, dx, weight, shift, mean, rstd, c2, c3):
+    batch, rows, groups, group_channels, spatial = x.shape
+    channels = groups * group_channels
+    kernels.backward_dx(
+        (grid,), (cuda_plan.BLOCK,),
+        (x, dy, dx, weight, shift, mean, rstd, c2, c3, index(x.size // vector),
+         index(spatial), index(channels), index(group_channels), index(groups),
+         index(rows * channels * spatial)))
+
+
+# ------------------------------------------------------------------ parts of a pass
+
+
+def _region(array, part):
+    """The elements of ``part`` (a cuda_plan Part or Piece) in the contiguous
+    ``array``, as a contiguous array of the part's view."""
+    size = math.prod(part.view)
+    return _flat(array)[part.offset:part.offset + size].reshape(part.view)
+
+
+def _flat(array):
+    return array.reshape(-1)
+
+
+def _groups_of(part):
+    """The slice of the groups (n*G + g) of ``part``."""
+    return slice(part.unit, part.unit + part.view[0] * part.view[2])
+
+
+def _channels_of(part):
+    """The slice of the channels of ``part``'s groups."""
+    return slice(part.channel, part.channel + part.view[2] * part.view[3])
+
+
+def _select(param, channels):
+    return None if param is None else param[channels]
+
+
+def _repivot(partials, x_piece, x_part, storage, acc):
+    """Partial means of ``x_piece``'s statistics made relative to the pivots of
+    ``x_part`` (each group's first value there), as the finalize kernel takes them:
+    the statistics kernels shift by the group's first value in their own input.
+    The shift is a difference of two values of the group, so the means keep the
+    accuracy the pivot gives them when |mean| >> std."""
+    if x_piece.data.ptr == x_part.data.ptr:
+        return
+    means = partials.reshape(3, x_piece.shape[0] * x_piece.shape[2], -1)[1]
+    shift = _values(x_piece[:, 0, :, 0, 0], storage, acc) - _values(x_part[:, 0, :, 0, 0],
+                                                                     storage, acc)
+    means += shift.reshape(-1, 1)
+
+
+def _values(stored, storage, acc):
+    """``stored`` values of ``storage`` in the compute dtype ``acc`` (bfloat16 as words)."""
+    if storage != stored.dtype:  # bfloat16 words: the high half of a float32
+        return (stored.astype(np.uint32) << 16).view(np.float32)
+    return stored.astype(acc)
+
+
+def _first_pass(part, outer, inner, acc, launch, out=None):
+    """The partials of ``part``'s reduction, ``launch(piece, out)`` run on each
+    piece in order, as one array of (3, outer, part.split, inner) values: each
+    piece's (3, outer, split, inner) side by side along the split, in order.
+    ``out``, when given and the part is one piece, receives them directly."""
+    if len(part.pieces) == 1:
+        if out is None:
+            out = cupy.empty(3 * outer * part.split * inner, acc)
+        launch(part.pieces[0], out)
+        return out
+    merged = cupy.empty((3, outer, part.split, inner), acc)
+    start = 0
+    for piece in part.pieces:
+        split = piece.reduction.split
+        partials = cupy.empty(3 * outer * split * inner, acc)
+        launch(piece, partials)
+        merged[:, :, start:start + split] = partials.reshape(3, outer, split, inner)
+        start += split
+    return merged.reshape(-1)
 
 
 # ------------------------------------------------------------------ helpers
@@ -228,6 +387,11 @@ def _sm_count(device_id):
     return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
 
 
+@functools.cache
+def _l2_bytes(device_id):
+    return cupy.cuda.Device(device_id).attributes["L2CacheSize"]
+
+
 # The integer dtypes that carry bfloat16 bits for the kernels (storage="bfloat16").
 BFLOAT16_WORDS = (np.dtype(np.uint16), np.dtype(np.int16))
 
@@ -260,7 +424,8 @@ def _prepare(x5, vector_arrays, storage, activation):
                                               cuda_plan.needs_index64(x5.size), activation)
     device_id = x5.device.id
     plan = cuda_plan.plan(view, itemsize, addresses, _sm_count(device_id),
-                          _blocks_per_sm(device_id, configuration.without_activation()))
+                          _blocks_per_sm(device_id, configuration.without_activation()),
+                          _l2_bytes(device_id))
     index = np.uint64 if plan.index64 else np.uint32
     return plan, _kernels(configuration, plan.channels_last, device_id), index
 

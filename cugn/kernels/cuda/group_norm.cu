@@ -325,10 +325,10 @@ __device__ __forceinline__ I segment_offset(I j, I row, I stride, I segments) {
 }
 
 // Forward statistics over segment units (channels-first, general layouts, and
-// channels-last with long groups). With split == 1 each unit is a whole group and
-// its statistics are written here (partials unused); else partials are (count,
-// mean, m2), each an array of units*split values, indexed by unit*split + chunk,
-// and forward_finalize merges them.
+// channels-last with long groups). Without partials (split == 1: each unit is a
+// whole group) the statistics are written here; else partials are (count, mean,
+// m2), each an array of units*split values, indexed by unit*split + chunk, and
+// forward_finalize merges them.
 template <typename T, int V, typename I>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     forward_stats_segment(const T* __restrict__ x, typename AccOf<T>::type* __restrict__ partials,
@@ -358,7 +358,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   }
   w = unit_merge(w, empty_welford<A>(), unit_threads);
   if (lane == 0 && slot < slots) {
-    if (split == 1) {
+    if (partials == nullptr) {
       write_statistics(w, p, count, epsilon, slot, mean, rstd, pivot, shifted_mean);
     } else {
       partials[slot] = w.count;
@@ -377,7 +377,8 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
 // Forward statistics for channels-last groups of D <= 32*V channels: the lanes of
 // one group are merged by a segmented warp reduction of `merge_width` lanes (the
 // lanes per group when that is a power of two, else 1), then rows and the rest of
-// the group's lanes in shared memory in a fixed order.
+// the group's lanes in shared memory in a fixed order. Without partials (split == 1)
+// the groups' statistics are written here, as forward_stats_segment does.
 template <typename T, int V, typename I>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     forward_stats_column(const T* __restrict__ x, typename AccOf<T>::type* __restrict__ partials,
@@ -423,7 +424,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
       }
       const I slots = I(gridDim.x) / column_chunks / split * groups * split;
       const I slot = (n * groups + g) * split + k;
-      if (split == 1) {  // the block saw the whole group
+      if (partials == nullptr) {  // split == 1: the block saw the whole group
         const A p = to_acc(x[n * rows * channels + g * group_channels]);
         write_statistics(total, p, count, epsilon, slot, mean, rstd, pivot, shifted_mean);
       } else {

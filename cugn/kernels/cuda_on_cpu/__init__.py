@@ -9,7 +9,7 @@ NumPy standing in for CuPy::
     device = Device(sm_count=4, blocks_per_sm=2)
     with device.installed():
         y, mean, rstd = group_norm_cuda.forward(device.asarray(x), None, None, layout, 1e-5)
-    device.launches  # every launch, with its global bytes read and written
+    device.launches  # every launch, with its global bytes read and written, and where
 
 What it cannot show: the GPU's rounding (fused multiply-adds, fast division),
 races between blocks (blocks run one after another), timing, and the limits of
@@ -17,7 +17,8 @@ a real device (shared memory, registers).
 """
 
 from .build import BuildError, compiler
-from .device import Device, Launch, Schedule, Traffic
+from .device import LINE_BYTES, Device, Launch, Schedule, Span, Traffic
 from .library import KernelError
 
-__all__ = ["BuildError", "Device", "KernelError", "Launch", "Schedule", "Traffic", "compiler"]
+__all__ = ["LINE_BYTES", "BuildError", "Device", "KernelError", "Launch", "Schedule", "Span",
+           "Traffic", "compiler"]

@@ -46,16 +46,40 @@ class Schedule:
                                      parallel=self.parallel, seed=self.seed)
 
 
+LINE_BYTES = 4096  # the granularity of the byte ranges recorded per launch and allocation
+
+
+@dataclass(frozen=True)
+class Span:
+    """Adjacent lines of ``LINE_BYTES`` that one launch touched in one allocation:
+    ``nbytes`` from ``offset`` bytes past its start (whole lines, but for the
+    allocation's end), and the bytes the launch read and wrote in them."""
+
+    offset: int
+    nbytes: int
+    read: int
+    written: int
+
+
 @dataclass(frozen=True)
 class Traffic:
     """The bytes one launch read and wrote in one allocation (at ``address``, of
-    ``nbytes``), passed as ``parameters``."""
+    ``nbytes``), passed as ``parameters``, and where: ``spans``, in address order
+    (None stands for one span over the whole allocation)."""
 
     parameters: tuple
     address: int
     nbytes: int
     read: int
     written: int
+    spans: tuple = None
+
+    @property
+    def touched(self):
+        """``spans``, or the whole allocation as one span."""
+        if self.spans is not None:
+            return self.spans
+        return (Span(0, self.nbytes, self.read, self.written),)
 
 
 @dataclass(frozen=True)
@@ -75,14 +99,18 @@ class Launch:
         return sum(t.written for t in self.traffic)
 
 
+H200_L2_BYTES = 60 * 2 ** 20
+
+
 class Device:
     """A CUDA device of ``sm_count`` multiprocessors running ``blocks_per_sm``
-    resident blocks each (what the launch planner sizes grids by)."""
+    resident blocks each, with ``l2_bytes`` of L2 cache (what the launch planner
+    sizes grids and slices by)."""
 
     id = 0
 
     def __init__(self, sm_count=4, blocks_per_sm=2, schedule=Schedule(), variant="checked",
-                 source=None):
+                 source=None, l2_bytes=H200_L2_BYTES):
         if variant not in build.VARIANTS:
             raise ValueError(f"variant must be one of {build.VARIANTS}, got {variant!r}")
         if variant == "thread" and not schedule.parallel:
@@ -90,6 +118,7 @@ class Device:
             raise ValueError("the thread variant needs Schedule(parallel=True)")
         self.sm_count = sm_count
         self.blocks_per_sm = blocks_per_sm
+        self.l2_bytes = l2_bytes
         self.schedule = schedule
         self.variant = variant
         self.source = cuda_loader.source() if source is None else source
@@ -177,9 +206,9 @@ class Device:
             *[ctypes.addressof(v) for v in values])
         live = list(self.allocations)
         bounds = [b for a in live for b in a.bounds]
-        read, written = kernel.library.launch(kernel, grid, block, pointers,
-                                              self.schedule.options, bounds,
-                                              kernel.library.shared)
+        read, written, lines = kernel.library.launch(kernel, grid, block, pointers,
+                                                     self.schedule.options, bounds,
+                                                     kernel.library.shared, _LINE_SHIFT)
         for allocation in live:
             offset = allocation.damaged_guard()
             if offset is not None:
@@ -187,8 +216,9 @@ class Device:
                 raise library.KernelError(
                     f"{kernel.name_expression}: wrote outside an allocation of "
                     f"{allocation.nbytes} bytes ({', '.join(names)}), at byte {offset}")
-        traffic = tuple(Traffic(passed.get(id(a), ()), a.begin, a.nbytes, r, w)
-                        for a, r, w in zip(live, read, written) if r or w)
+        traffic = tuple(Traffic(passed.get(id(a), ()), a.begin, a.nbytes, r, w,
+                                _spans(*line, a.nbytes))
+                        for a, r, w, line in zip(live, read, written, lines) if r or w)
         self.launches.append(Launch(kernel.name, kernel.name_expression, grid, block, traffic))
 
     def _address(self, kernel, parameter, value, passed):
@@ -219,14 +249,15 @@ class Device:
     @contextlib.contextmanager
     def installed(self):
         """Runs ``group_norm_cuda`` on this device: CuPy's functions, the loader's
-        kernels and the device's size are this device's inside the block."""
+        kernels and the device's size and L2 are this device's inside the block."""
         saved = {name: getattr(group_norm_cuda, name)
-                 for name in ("cupy", "_kernels", "_sm_count", "_blocks_per_sm")}
+                 for name in ("cupy", "_kernels", "_sm_count", "_blocks_per_sm", "_l2_bytes")}
         saved_kernels = cuda_loader.kernels
         group_norm_cuda.cupy = self.cupy
         group_norm_cuda._kernels = group_norm_cuda._Kernels  # uncached: this device's kernels
         group_norm_cuda._sm_count = lambda device_id: self.sm_count
         group_norm_cuda._blocks_per_sm = lambda device_id, configuration: self.blocks_per_sm
+        group_norm_cuda._l2_bytes = lambda device_id: self.l2_bytes
         cuda_loader.kernels = lambda configuration, device_id: self.kernels(configuration)
         try:
             yield self
@@ -245,6 +276,26 @@ class RawKernel:
 
     def __call__(self, grid, block, args):
         self.device.launch(self.kernel, grid, block, args)
+
+
+_LINE_SHIFT = LINE_BYTES.bit_length() - 1
+
+
+def _spans(read, written, nbytes):
+    """The runs of touched lines of per-line byte counts ``read`` and ``written``."""
+    lines = np.flatnonzero((read > 0) | (written > 0))
+    if not lines.size:
+        return ()
+    gaps = np.flatnonzero(np.diff(lines) > 1)
+    starts = np.concatenate([lines[:1], lines[gaps + 1]])
+    ends = np.concatenate([lines[gaps], lines[-1:]]) + 1
+    zero = np.zeros(1, np.uint64)
+    read_before = np.concatenate([zero, np.cumsum(read, dtype=np.uint64)])
+    written_before = np.concatenate([zero, np.cumsum(written, dtype=np.uint64)])
+    return tuple(
+        Span(int(a) * LINE_BYTES, min(int(b) * LINE_BYTES, nbytes) - int(a) * LINE_BYTES,
+             int(read_before[b] - read_before[a]), int(written_before[b] - written_before[a]))
+        for a, b in zip(starts, ends))
 
 
 def _dimensions(what, value):

@@ -66,6 +66,7 @@ class Library:
                            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
                            ctypes.POINTER(ctypes.c_uint64), ctypes.c_int,
                            ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
+                           ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                            ctypes.POINTER(ctypes.c_uint64), ctypes.c_int,
                            ctypes.c_char_p, ctypes.c_size_t]
         names = parameter_names(source)
@@ -95,24 +96,34 @@ class Library:
                 symbols.append((int(fields[0], 16), int(fields[1], 16)))
         return [(base + offset, size) for offset, size in symbols]
 
-    def launch(self, kernel, grid, block, args, options, memory, shared):
+    def launch(self, kernel, grid, block, args, options, memory, shared, line_shift):
         """Runs ``kernel``; returns (bytes read, bytes written) per allocation of
-        ``memory`` (4 bounds each), or raises KernelError."""
+        ``memory`` (4 bounds each), and the same per line of ``2**line_shift`` bytes
+        (two arrays per allocation), or raises KernelError."""
         count = len(memory) // 4
         bounds = (ctypes.c_uint64 * max(1, len(memory)))(*memory)
         read = (ctypes.c_uint64 * max(1, count))()
         written = (ctypes.c_uint64 * max(1, count))()
+        line_counts = [-(-max(1, memory[4 * i + 1] - memory[4 * i]) >> line_shift)
+                       for i in range(count)]
+        line_offsets = np.zeros(max(1, count), np.uint64)
+        line_offsets[1:count] = np.cumsum(line_counts[:-1], dtype=np.uint64)
+        lines_read = np.zeros(max(1, sum(line_counts)), np.uint64)
+        lines_written = np.zeros_like(lines_read)
         flat = [v for pair in shared for v in pair]
         shared_array = (ctypes.c_uint64 * max(1, len(flat)))(*flat)
         error = ctypes.create_string_buffer(4096)
         status = self.cdll.cuda_on_cpu_launch(
             kernel.invoke, kernel.function, args, (ctypes.c_uint * 3)(*grid),
             (ctypes.c_uint * 3)(*block), options.block_order, options.thread_order,
-            int(options.parallel), options.seed, bounds, count, read, written, shared_array,
-            len(shared), error, len(error))
+            int(options.parallel), options.seed, bounds, count, read, written, line_shift,
+            line_offsets.ctypes.data, lines_read.ctypes.data, lines_written.ctypes.data,
+            shared_array, len(shared), error, len(error))
         if status:
             raise KernelError(f"{kernel.name_expression}: {error.value.decode()}")
-        return list(read)[:count], list(written)[:count]
+        lines = [(lines_read[int(o):int(o) + n], lines_written[int(o):int(o) + n])
+                 for o, n in zip(line_offsets, line_counts)]
+        return list(read)[:count], list(written)[:count], lines
 
 
 class KernelError(RuntimeError):

@@ -20,7 +20,8 @@
 // instrumentation (-fsanitize=kernel-address), whose callbacks below count the
 // bytes each launch reads and writes in each device allocation and fail the
 // launch on any access to an allocation's guard zones or past the end of a
-// static (shared) array.
+// static (shared) array; they also count those bytes per line of each
+// allocation, which shows the ranges a launch touched.
 
 #include "runtime.h"
 
@@ -671,6 +672,12 @@ struct AsanGlobal {
 std::vector<Allocation> allocations;
 uint64_t* bytes_read = nullptr;
 uint64_t* bytes_written = nullptr;
+// The same bytes per line of 2^line_shift bytes of each allocation: allocation i's
+// lines start at line_offsets[i] in line_read and line_written.
+int line_shift = 12;
+const uint64_t* line_offsets = nullptr;
+uint64_t* line_read = nullptr;
+uint64_t* line_written = nullptr;
 // Filled by the instrumentation's constructors, which may run before this unit's
 // own dynamic initialisation: constructed on first use.
 std::vector<StaticArray>& static_arrays() {
@@ -698,6 +705,9 @@ std::string thread_name() {
     if (end <= a.guarded_begin || address >= a.guarded_end) continue;
     if (address >= a.begin && end <= a.end) {
       __atomic_fetch_add(store ? &bytes_written[i] : &bytes_read[i], size, __ATOMIC_RELAXED);
+      // Attributed to the line of its first byte (aligned accesses never cross a line).
+      const uint64_t line = line_offsets[i] + ((address - a.begin) >> line_shift);
+      __atomic_fetch_add(store ? &line_written[line] : &line_read[line], size, __ATOMIC_RELAXED);
       return;
     }
     const long long offset = (long long)(address - a.begin);
@@ -761,14 +771,17 @@ extern "C" {
 // Launches `kernel` (through `invoke`, which unpacks `args` into its parameters).
 // `memory` holds 4 addresses per device allocation: data begin and end, guarded
 // begin and end; bytes read and written in each are added to `read` and
-// `written`. `shared` holds (address, size) pairs filled with NaN before each
-// block. Returns 0, or 1 with the error in `error`.
+// `written`, and per line of 2^`line_shift` bytes to `lines_read` and
+// `lines_written`, where allocation i's lines start at `line_offsets[i]`.
+// `shared` holds (address, size) pairs filled with NaN before each block.
+// Returns 0, or 1 with the error in `error`.
 int cuda_on_cpu_launch(cuda_on_cpu::Invoke invoke, void (*kernel)(), void** args,
                        const unsigned* grid, const unsigned* block, int block_order,
                        int thread_order, int parallel, uint64_t seed, const uint64_t* memory,
                        int allocation_count, uint64_t* read, uint64_t* written,
-                       const uint64_t* shared, int shared_count, char* error,
-                       size_t error_size) {
+                       int line_shift, const uint64_t* line_offsets, uint64_t* lines_read,
+                       uint64_t* lines_written, const uint64_t* shared, int shared_count,
+                       char* error, size_t error_size) {
   using namespace cuda_on_cpu;
   static std::mutex one_launch_at_a_time;
   std::lock_guard<std::mutex> lock(one_launch_at_a_time);
@@ -779,6 +792,10 @@ int cuda_on_cpu_launch(cuda_on_cpu::Invoke invoke, void (*kernel)(), void** args
   }
   bytes_read = read;
   bytes_written = written;
+  cuda_on_cpu::line_shift = line_shift;
+  cuda_on_cpu::line_offsets = line_offsets;
+  cuda_on_cpu::line_read = lines_read;
+  cuda_on_cpu::line_written = lines_written;
   std::vector<std::pair<char*, size_t>> shared_arrays;
   for (int i = 0; i < shared_count; ++i) {
     shared_arrays.emplace_back(reinterpret_cast<char*>(uintptr_t(shared[2 * i])),
