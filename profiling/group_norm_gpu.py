@@ -9,7 +9,9 @@ for those peers). Channels-last shapes (axis=-1) and their channels-first twins
 group_norm_gpu.csv (one row per case and pass), group_norm_gpu.md (the summary:
 device, date, commit, command, the goals checked row by row) and
 group_norm_gpu.png (effective bandwidth per case beside the copy's). Each
-case's references are measured in the same run as the case.
+case's references are measured in the same run as the case, cugn among them
+with its L2 slicing off (cugn_unsliced_us: every pass in one part), which
+weighs the parts' extra launches against the DRAM traffic they save.
 """
 
 import argparse
@@ -87,8 +89,8 @@ def write_summary(rows, path, command):
         + (f" Peers not measured on some rows: {', '.join(absent)}." if absent else ""),
         "",
     ]
-    shown = ["shape", "axis", "dtype", "pass", "cugn_us", "copy_us", "torch_us", "keras_jax_us",
-             "cupy_naive_us", "cugn_gbps", "pct_of_copy"]
+    shown = ["shape", "axis", "dtype", "pass", "cugn_us", "cugn_unsliced_us", "copy_us",
+             "torch_us", "keras_jax_us", "cupy_naive_us", "cugn_gbps", "pct_of_copy"]
     lines.append("| " + " | ".join(shown) + " | goals missed |")
     lines.append("|" + "---|" * (len(shown) + 1))
     for row in rows:
@@ -150,7 +152,8 @@ def main(argv=None):
     rows = []
     for case in cases():
         case_rows = benchmark.run_case(case, args.device, repeats=args.repeats)
-        print(format_table(case_rows, ["shape", "axis", "dtype", "pass", "cugn_us", "copy_us",
+        print(format_table(case_rows, ["shape", "axis", "dtype", "pass", "cugn_us",
+                                       "cugn_unsliced_us", "copy_us",
                                        "torch_us", "keras_jax_us",
                                        benchmark.naive_column(args.device), "pct_of_copy"]),
               flush=True)

@@ -907,3 +907,14 @@ def test_a_fused_activation_in_pieces_of_one_sample_equals_the_composition():
     assert len(plan_of(shape, axis, groups, np.float32, device).forward[0].pieces) > 1
     want = activated_reference(layout, x, dy, gamma, beta, 1e-3, "silu")
     assert_matches(got, want, layout, np.dtype(np.float32), "silu", dy, gamma)
+
+
+def test_with_l2_slicing_off_every_pass_is_one_part(monkeypatch):
+    shape, axis, groups, l2_bytes = SLICED[0]
+    whole, whole_launches, _ = outputs_and_plan(shape, axis, groups, np.float32, 2 ** 40)
+    monkeypatch.setattr(group_norm_cuda, "l2_slicing", False)
+    unsliced, unsliced_launches, _ = outputs_and_plan(shape, axis, groups, np.float32, l2_bytes)
+    assert [launch.kernel for launch in unsliced_launches] == [
+        launch.kernel for launch in whole_launches]
+    for name, a, b in zip(NAMES, whole, unsliced):
+        np.testing.assert_array_equal(a, b, err_msg=name)

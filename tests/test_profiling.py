@@ -143,7 +143,8 @@ def fake_rows():
         copy_us = 40.0 if pass_name == "forward" else 60.0
         rows.append({"device": "a GPU", "date": "2026-01-01", "commit": "abc1234", "shape": shape,
                      "axis": str(axis), "groups": 32, "dtype": "float16", "pass": pass_name,
-                     "cugn_us": cugn_us, "copy_us": copy_us, "torch_us": torch_us,
+                     "cugn_us": cugn_us, "cugn_unsliced_us": cugn_us, "copy_us": copy_us,
+                     "torch_us": torch_us,
                      "keras_jax_us": None, "cupy_naive_us": 300.0,
                      "cugn_gbps": 1.0, "pct_of_copy": 100 * copy_us / cugn_us})
     return rows
@@ -165,8 +166,8 @@ def test_gpu_script_writes_csv_summary_and_plot(tmp_path):
     with open(tmp_path / "r.csv") as handle:
         written = list(csv.DictReader(handle))
     assert list(written[0]) == ["device", "date", "commit", "shape", "axis", "groups", "dtype",
-                                "pass", "cugn_us", "copy_us", "torch_us", "keras_jax_us",
-                                "cupy_naive_us", "cugn_gbps", "pct_of_copy"]
+                                "pass", "cugn_us", "cugn_unsliced_us", "copy_us", "torch_us",
+                                "keras_jax_us", "cupy_naive_us", "cugn_gbps", "pct_of_copy"]
     assert written[1]["keras_jax_us"] == "" and written[0]["pct_of_copy"] == "80.00"
     script.write_summary(rows, tmp_path / "r.md", "python profiling/group_norm_gpu.py")
     summary = (tmp_path / "r.md").read_text()
@@ -248,3 +249,15 @@ def test_silu_script_refuses_to_run_without_a_gpu(monkeypatch, tmp_path, capsys)
     assert script.main(["--out", str(tmp_path)]) == 1
     assert "nothing was measured" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_unsliced_peer_turns_the_l2_slicing_off_for_its_call_only():
+    from cugn.kernels import group_norm_cuda
+
+    seen = []
+    forward, backward = benchmark._unsliced((lambda: seen.append(group_norm_cuda.l2_slicing),
+                                             lambda: 1 / 0))
+    forward()
+    with pytest.raises(ZeroDivisionError):
+        backward()
+    assert seen == [False] and group_norm_cuda.l2_slicing is True

@@ -39,6 +39,11 @@ from ..profiling.nvtx import kernel_range
 from . import cuda_loader, cuda_plan
 from .fused_activation import check_activation
 
+# Whether a pass whose re-read inputs exceed half the L2 runs in parts (above); off,
+# every pass is one part. The GPU benchmark times both, to weigh the parts' extra
+# launches against the DRAM traffic they save.
+l2_slicing = True
+
 # Kernels whose occupancy sizes the grids (all share the block size and launch bounds).
 _REDUCTION_KERNELS = ("forward_stats_segment", "forward_stats_column",
                       "backward_partials_segment", "backward_partials_column")
@@ -425,7 +430,7 @@ def _prepare(x5, vector_arrays, storage, activation):
     device_id = x5.device.id
     plan = cuda_plan.plan(view, itemsize, addresses, _sm_count(device_id),
                           _blocks_per_sm(device_id, configuration.without_activation()),
-                          _l2_bytes(device_id))
+                          _l2_bytes(device_id) if l2_slicing else 0)
     index = np.uint64 if plan.index64 else np.uint32
     return plan, _kernels(configuration, plan.channels_last, device_id), index
 

@@ -50,9 +50,11 @@ def naive_column(device):
 
 
 def columns(device):
-    """The columns of a result row."""
+    """The columns of a result row (on the GPU also cugn with its L2 slicing off)."""
+    unsliced = ["cugn_unsliced_us"] if device == "cuda" else []
     return ["device", "date", "commit", "shape", "axis", "groups", "dtype", "pass", "cugn_us",
-            "copy_us", "torch_us", "keras_jax_us", naive_column(device), "cugn_gbps", "pct_of_copy"]
+            *unsliced, "copy_us", "torch_us", "keras_jax_us", naive_column(device), "cugn_gbps",
+            "pct_of_copy"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ def run_case(case, device="cuda", warmup=None, repeats=None):
                "pass": pass_name, "cugn_us": times["cugn"], "copy_us": times["copy"],
                "torch_us": times.get("torch"), "keras_jax_us": times.get("keras_jax"),
                naive: times.get("naive")}
+        if device == "cuda":
+            row["cugn_unsliced_us"] = times["cugn_unsliced"]
         row["cugn_gbps"] = TRAFFIC[pass_name] * case.nbytes / row["cugn_us"] / 1e3
         row["pct_of_copy"] = 100 * row["copy_us"] / row["cugn_us"]
         rows.append(row)
@@ -124,7 +128,7 @@ def _warn(name, error):
 
 
 def _measure(name, fn, timer, warmup, repeats):
-    if name in ("cugn", "copy"):
+    if name in ("cugn", "cugn_unsliced", "copy"):
         return timer(fn, warmup, repeats)
     try:  # a peer that cannot run this case (a dtype, an axis list) is left out, loudly
         return timer(fn, warmup, repeats)
@@ -147,14 +151,32 @@ def _cuda_timers(case):
     data = _inputs(case, cp)
     functions = {
         "cugn": _cugn(case, data),
+        "cugn_unsliced": _unsliced(_cugn(case, data)),
         "copy": tuple(_device_copy(cp, TRAFFIC[p] * case.nbytes // 2) for p in PASSES),
         "torch": _peer("torch", _torch, case, data, "cuda"),
         "keras_jax": _peer("keras_jax", _keras_jax, case, data, "gpu"),
         "naive": _naive(cp, case, data),
     }
     cupy_timer = timer("cupy")
-    return _by_pass(functions, {"cugn": cupy_timer, "copy": cupy_timer, "torch": timer("torch"),
+    return _by_pass(functions, {"cugn": cupy_timer, "cugn_unsliced": cupy_timer,
+                                "copy": cupy_timer, "torch": timer("torch"),
                                 "keras_jax": _jax_timer, "naive": cupy_timer})
+
+
+def _unsliced(functions):
+    """cugn's (forward, backward) with the CUDA path's L2 slicing off: one part a pass."""
+    from ..kernels import group_norm_cuda
+
+    def unsliced(fn):
+        def call():
+            group_norm_cuda.l2_slicing = False
+            try:
+                return fn()
+            finally:
+                group_norm_cuda.l2_slicing = True
+        return call
+
+    return tuple(unsliced(fn) for fn in functions)
 
 
 def _device_copy(cp, nbytes):
