@@ -638,23 +638,30 @@ def test_cuda_compile_fullgraph_matches_eager():
     torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x))
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_cuda_bfloat16_reaches_the_kernels_and_matches_the_cpu(memory_format):
-    module = GroupNorm(4, 8)
-    _randomise_weights(module, seed=40)
-    x = _random((2, 8, 6, 6), torch.bfloat16, seed=41).to(memory_format=memory_format)
-    dy = _random((2, 8, 6, 6), torch.bfloat16, seed=42)
+def _on_cpu_and_cuda(module, x, dy):
+    """y and the gradients of x, weight and bias (in float64, on the host) from
+    ``module`` on the CPU and then on CUDA, and the CUDA output's dtype."""
     results = []
     for device in ("cpu", "cuda"):
         m = module.to(device)
         xd = x.to(device).detach().requires_grad_()
         y = m(xd)
         y.backward(dy.to(device))
-        results.append([t.float().cpu() for t in (y, xd.grad, m.weight.grad, m.bias.grad)])
+        results.append([t.double().cpu() for t in (y, xd.grad, m.weight.grad, m.bias.grad)])
         m.zero_grad()
-    assert y.dtype == torch.bfloat16
-    for got, want in zip(*results[::-1]):
+    return results, y.dtype
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_cuda_bfloat16_reaches_the_kernels_and_matches_the_cpu(memory_format):
+    module = GroupNorm(4, 8)
+    _randomise_weights(module, seed=40)
+    x = _random((2, 8, 6, 6), torch.bfloat16, seed=41).to(memory_format=memory_format)
+    (cpu, cuda), dtype = _on_cpu_and_cuda(module, x, _random((2, 8, 6, 6), torch.bfloat16,
+                                                             seed=42))
+    assert dtype == torch.bfloat16
+    for got, want in zip(cuda, cpu):
         torch.testing.assert_close(got, want, rtol=1.6e-2, atol=1.6e-2)
 
 
@@ -665,17 +672,9 @@ def test_cuda_fused_activation_matches_the_cpu_composition(activation, dtype):
     module = GroupNorm(4, 8, activation=activation)
     _randomise_weights(module, seed=43)
     x = _random((2, 8, 5, 5), dtype, seed=44, scale=2)
-    dy = _random((2, 8, 5, 5), dtype, seed=45)
-    results = []
-    for device in ("cpu", "cuda"):
-        m = module.to(device)
-        xd = x.to(device).detach().requires_grad_()
-        y = m(xd)
-        y.backward(dy.to(device))
-        results.append([t.double().cpu() for t in (y, xd.grad, m.weight.grad, m.bias.grad)])
-        m.zero_grad()
+    (cpu, cuda), _ = _on_cpu_and_cuda(module, x, _random((2, 8, 5, 5), dtype, seed=45))
     tolerance = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 1e-5}[dtype]
-    for got, want in zip(*results[::-1]):
+    for got, want in zip(cuda, cpu):
         torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
 
 
