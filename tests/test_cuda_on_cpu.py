@@ -82,18 +82,21 @@ def on_device(device, host, offset=0):
     return array
 
 
-def run_cuda(device, layout, x, dy, gamma, beta, epsilon, offset=0):
-    """y, mean, rstd, dx, dgamma, dbeta of the CUDA path on ``device``, as host arrays.
-    bfloat16 goes as 16-bit words, as CuPy arrays on a GPU must hold it."""
+def run_cuda(device, layout, x, dy, gamma, beta, epsilon, offset=0, activation=None):
+    """y, mean, rstd, dx, dgamma, dbeta of the CUDA path on ``device``, as host arrays,
+    with ``activation`` fused into both passes when given. bfloat16 goes as 16-bit
+    words, as CuPy arrays on a GPU must hold it."""
     words = x.dtype == BFLOAT16
     storage = {"storage": "bfloat16"} if words else {}
     as_words = (lambda a: a.view(np.uint16)) if words else (lambda a: a)  # noqa: E731
     with device.installed():
         put = lambda a: on_device(device, a, offset)  # noqa: E731
+        fused = {"activation": activation, "beta": put(beta)} if activation else {}
         y, mean, rstd = group_norm_cuda.forward(put(as_words(x)), put(gamma), put(beta), layout,
-                                                epsilon, **storage)
+                                                epsilon, activation=activation, **storage)
         dx, dgamma, dbeta = group_norm_cuda.backward(put(as_words(x)), put(as_words(dy)),
-                                                     put(gamma), mean, rstd, layout, **storage)
+                                                     put(gamma), mean, rstd, layout, **storage,
+                                                     **fused)
     if words:
         y, dx = y.view(BFLOAT16), dx.view(BFLOAT16)
     return [np.array(a) for a in (y, mean, rstd, dx, dgamma, dbeta)]
@@ -785,23 +788,6 @@ def activation_reference(name, z):
     return z * sigmoid, sigmoid * (1 + z * (1 - sigmoid))
 
 
-def run_activated(device, layout, x, dy, gamma, beta, epsilon, activation):
-    """As run_cuda, with ``activation`` fused into the forward and the backward."""
-    words = x.dtype == BFLOAT16
-    storage = {"storage": "bfloat16"} if words else {}
-    as_words = (lambda a: a.view(np.uint16)) if words else (lambda a: a)  # noqa: E731
-    with device.installed():
-        put = lambda a: on_device(device, a)  # noqa: E731
-        y, mean, rstd = group_norm_cuda.forward(put(as_words(x)), put(gamma), put(beta), layout,
-                                                epsilon, activation=activation, **storage)
-        dx, dgamma, dbeta = group_norm_cuda.backward(
-            put(as_words(x)), put(as_words(dy)), put(gamma), mean, rstd, layout, beta=put(beta),
-            activation=activation, **storage)
-    if words:
-        y, dx = y.view(BFLOAT16), dx.view(BFLOAT16)
-    return [np.array(a) for a in (y, mean, rstd, dx, dgamma, dbeta)]
-
-
 def activated_reference(layout, x, dy, gamma, beta, epsilon, activation):
     """The composition in float64: normalise, activate; dy times the activation's
     slope into the normalisation's backward."""
@@ -822,7 +808,7 @@ def test_a_fused_activation_equals_the_composition(shape, axis, groups, dtype, a
     device = make_device()
     layout = make_layout(shape, axis, groups)
     x, dy, gamma, beta = make_inputs(shape, layout, dtype)
-    got = run_activated(device, layout, x, dy, gamma, beta, 1e-3, activation)
+    got = run_cuda(device, layout, x, dy, gamma, beta, 1e-3, activation=activation)
     want = activated_reference(layout, x, dy, gamma, beta, 1e-3, activation)
     assert_matches(got, want, layout, np.dtype(dtype), activation, dy, gamma)
     fused = [launch.name_expression for launch in device.launches
@@ -837,7 +823,7 @@ def test_a_fused_activation_without_gamma_or_beta(center, scale):
     device = make_device()
     layout = make_layout(shape, axis, groups)
     x, dy, gamma, beta = make_inputs(shape, layout, np.float32, center, scale)
-    got = run_activated(device, layout, x, dy, gamma, beta, 1e-3, "silu")
+    got = run_cuda(device, layout, x, dy, gamma, beta, 1e-3, activation="silu")
     want = activated_reference(layout, x, dy, gamma, beta, 1e-3, "silu")
     assert_matches(got, want, layout, np.dtype(np.float32), "silu", dy, gamma)
 
@@ -846,8 +832,8 @@ def test_swish_is_silu_bit_for_bit():
     shape, axis, groups = CASES[0]
     layout = make_layout(shape, axis, groups)
     x, dy, gamma, beta = make_inputs(shape, layout, np.float16)
-    silu = run_activated(make_device(), layout, x, dy, gamma, beta, 1e-3, "silu")
-    swish = run_activated(make_device(), layout, x, dy, gamma, beta, 1e-3, "swish")
+    silu = run_cuda(make_device(), layout, x, dy, gamma, beta, 1e-3, activation="silu")
+    swish = run_cuda(make_device(), layout, x, dy, gamma, beta, 1e-3, activation="swish")
     for a, b in zip(silu, swish):
         np.testing.assert_array_equal(a, b)
 
@@ -860,7 +846,7 @@ def test_a_fused_activation_leaves_mean_and_rstd_and_uses_beta_in_the_backward()
     x, dy, gamma, beta = make_inputs(shape, layout, np.float32)
     beta = 3 * beta
     plain = run_cuda(device, layout, x, dy, gamma, beta, 1e-3)
-    relu = run_activated(device, layout, x, dy, gamma, beta, 1e-3, "relu")
+    relu = run_cuda(device, layout, x, dy, gamma, beta, 1e-3, activation="relu")
     np.testing.assert_array_equal(relu[1], plain[1])
     np.testing.assert_array_equal(relu[2], plain[2])
     np.testing.assert_array_equal(relu[0], np.maximum(plain[0], 0))
@@ -890,9 +876,9 @@ def test_a_fused_activation_in_parts_gives_bitwise_the_results_of_one_pass(
         shape, axis, groups, l2_bytes, dtype, activation):
     layout = make_layout(shape, axis, groups)
     inputs = make_inputs(shape, layout, dtype)
-    whole = run_activated(make_device(l2_bytes=2 ** 40), layout, *inputs, 1e-3, activation)
+    whole = run_cuda(make_device(l2_bytes=2 ** 40), layout, *inputs, 1e-3, activation=activation)
     sliced_device = make_device(l2_bytes=l2_bytes)
-    parts = run_activated(sliced_device, layout, *inputs, 1e-3, activation)
+    parts = run_cuda(sliced_device, layout, *inputs, 1e-3, activation=activation)
     assert len(plan_of(shape, axis, groups, dtype, sliced_device).backward) > 1
     for name, a, b in zip(NAMES, whole, parts):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
@@ -903,7 +889,7 @@ def test_a_fused_activation_in_pieces_of_one_sample_equals_the_composition():
     device = make_device(sm_count=1, blocks_per_sm=1, l2_bytes=64 * 1024)
     layout = make_layout(shape, axis, groups)
     x, dy, gamma, beta = make_inputs(shape, layout, np.float32)
-    got = run_activated(device, layout, x, dy, gamma, beta, 1e-3, "silu")
+    got = run_cuda(device, layout, x, dy, gamma, beta, 1e-3, activation="silu")
     assert len(plan_of(shape, axis, groups, np.float32, device).forward[0].pieces) > 1
     want = activated_reference(layout, x, dy, gamma, beta, 1e-3, "silu")
     assert_matches(got, want, layout, np.dtype(np.float32), "silu", dy, gamma)
