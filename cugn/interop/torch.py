@@ -16,17 +16,18 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from ..kernels.fused_activation import check_activation
 from . import torch_ops
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
 
-# The activations by name ("swish" is "silu"): fused into the CUDA kernels, these torch
-# ops on the CPU. gelu is Keras's default and PyTorch's, the exact form.
+# The activations by canonical name (fused_activation's; "swish" is "silu"): fused into
+# the CUDA kernels, these torch ops on the CPU. gelu is the exact form, Keras's default
+# and PyTorch's.
 _ACTIVATIONS = {
     "silu": F.silu, "relu": F.relu, "gelu": lambda y: F.gelu(y, approximate="none"),
 }
-_ALIASES = {"swish": "silu"}
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *,  # noqa: A002
@@ -40,7 +41,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *,  # noqa: 
     ``activation`` (None, "silu"/"swish", "relu", "gelu") is applied to the output:
     in the same kernels on CUDA.
     """
-    activation = _check_activation(activation)
+    activation = check_activation(activation)
     _check_input(input)
     if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or \
             num_groups <= 0:
@@ -77,7 +78,7 @@ class GroupNorm(torch.nn.Module):
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
                              f"({num_groups})")
-        _check_activation(activation)
+        check_activation(activation)
         self.num_groups = int(num_groups)
         self.num_channels = int(num_channels)
         self.eps = _check_eps(eps)
@@ -126,16 +127,6 @@ def _check_input(input):  # noqa: A002
     if input.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"cugn's GroupNorm runs on CPU and CUDA tensors, got one on "
                          f"{input.device}")
-
-def _check_activation(activation):
-    """The canonical name of ``activation`` (a key of _ACTIVATIONS), or None."""
-    if activation is None:
-        return None
-    name = _ALIASES.get(activation, activation) if isinstance(activation, str) else None
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None or one of "
-                         f"{sorted([*_ACTIVATIONS, *_ALIASES])}, got {activation!r}")
-    return name
 
 
 def _check_weight(name, weight, input):  # noqa: A002
