@@ -1,8 +1,9 @@
 """sigmoid, silu and tanh on both CPU paths (NumPy, and Numba's fused loops): values
 and first-order gradients against float64 references, every float dtype, large |x|,
-non-contiguous inputs, and the same bits from both paths."""
+non-contiguous inputs, both paths' agreement, and the exponential of Numba's loops."""
 
 import ml_dtypes
+import numba
 import numpy as np
 import pytest
 
@@ -105,26 +106,78 @@ def test_infinities_and_nan(name, cpu_kernels):
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
-def test_both_paths_give_the_same_bits(name, dtype, rng, monkeypatch):
-    x = (8 * rng.standard_normal((3, 70001))).astype(dtype)  # several chunks, and a partial one
+def test_both_paths_agree(name, dtype, rng, monkeypatch):
+    # The loops compute exp themselves: within a few units in the last place of NumPy's
+    # results (tanh's only loop, its backward, is NumPy's formula: the same bits).
+    x = (8 * rng.standard_normal((3, 70001))).astype(dtype)
     dy = rng.standard_normal(x.shape).astype(dtype)
     results = {}
     for enabled in (False, True):
         monkeypatch.setattr(kernels, "numba_enabled", enabled)
         results[enabled] = value_and_grad(name, x, dy)
-    for numpy_result, numba_result in zip(results[False], results[True]):
-        np.testing.assert_array_equal(numba_result, numpy_result)
+    assert_paths_agree(name, results[True], results[False], dy)
+
+
+def assert_paths_agree(name, results, expected, dy):
+    """(value, gradient) pairs of the two paths: the same bits for tanh, within a few
+    units in the last place for the others (silu's gradient near a zero of its
+    derivative cancels, hence an absolute term)."""
+    eps = np.finfo(dy.dtype).eps
+    for result, reference in zip(results, expected):
+        if name == "tanh":
+            np.testing.assert_array_equal(result, reference)
+        else:
+            np.testing.assert_allclose(result, reference, rtol=4 * eps,
+                                       atol=16 * eps * np.abs(dy).max())
+
+
+# Each dtype's exponential in the loops: where it clamps its argument from below, the
+# units in the last place it may be off by above that, and a bound on the value it
+# stops at (below that, 1 + e is 1 in the dtype).
+EXPONENTIALS = {np.float32: (-86.6, 1, 1e-37), np.float64: (-707.0, 2, 1e-306)}
+
+
+@pytest.mark.parametrize("dtype", sorted(EXPONENTIALS, key=str), ids=lambda d: np.dtype(d).name)
+def test_the_loops_exponential_is_within_units_in_the_last_place(dtype, rng):
+    bottom, ulps, stop = EXPONENTIALS[dtype]
+    exp = elementwise_numba.EXP[np.dtype(dtype)]
+    info = np.finfo(dtype)
+    top = np.log(np.longdouble(info.max))
+    x = np.concatenate([np.linspace(bottom, top, 400_001)[:-1],
+                        3 * rng.standard_normal(100_000)]).astype(dtype)
+    exact = np.exp(x.astype(np.longdouble))  # 64 bits of mantissa on x86-64
+    error = np.abs(apply_scalar(exp, x).astype(np.longdouble) - exact)
+    at = np.argmax(error / np.spacing(exact.astype(dtype)))
+    assert (error <= ulps * np.spacing(exact.astype(dtype)).astype(np.longdouble)).all(), x[at]
+    # Past the top it overflows as the exact exponential does, and NaN stays NaN.
+    edges = np.array([top * (1 + 1e-6), 1e4, np.inf, np.nan], dtype)
+    np.testing.assert_array_equal(apply_scalar(exp, edges), [np.inf, np.inf, np.inf, np.nan])
+    below = apply_scalar(exp, np.array([bottom, bottom - 1, -1e4, -np.inf], dtype))
+    assert (below == below[0]).all() and info.tiny <= below[0] <= stop
+    assert (1 + below == 1).all()
+
+
+def apply_scalar(function, x):
+    out = np.empty_like(x)
+    _apply(function, x, out)
+    return out
+
+
+@numba.njit
+def _apply(function, x, out):
+    for i in range(x.shape[0]):
+        out[i] = function(x[i])
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_non_contiguous_inputs_and_gradients(name, rng, cpu_kernels):
     x = (5 * rng.standard_normal((40, 30))).astype(np.float32)
     dy = rng.standard_normal((30, 40)).astype(np.float32)
-    y, dx = value_and_grad(name, x.T, dy.T[::-1].T[::-1])  # a transposed x; a reversed dy
-    y_c, dx_c = value_and_grad(name, np.ascontiguousarray(x.T),
-                               np.ascontiguousarray(dy.T[::-1].T[::-1]))
-    np.testing.assert_array_equal(y, y_c)
-    np.testing.assert_array_equal(dx, dx_c)
+    # A transposed x and a reversed dy take NumPy's path; their copies, Numba's if on.
+    results = value_and_grad(name, x.T, dy.T[::-1].T[::-1])
+    copies = value_and_grad(name, np.ascontiguousarray(x.T),
+                            np.ascontiguousarray(dy.T[::-1].T[::-1]))
+    assert_paths_agree(name, results, copies, dy)
     check_against_reference(name, x.T, dy, np.float32)
 
 
