@@ -185,21 +185,22 @@ class _Walk:
     def add_to_buffer(self, node, index, value):
         buffer = self.buffers.get(node)
         if buffer is None:
-            buffer = self.buffers[node] = [None] * node.n_outputs
+            buffer = self.buffers[node] = [None] * len(node.output_meta)
         buffer[index] = value if buffer[index] is None else buffer[index] + value
 
     def finish_output_grads(self, node, buffer):
         """Run the output hooks, capture, and fill outputs that got no gradient with zeros."""
-        for index in range(node.n_outputs):
-            value = buffer[index]
+        hooks, targets = node.output_hooks, self.node_targets
+        for index, value in enumerate(buffer):
             if value is None:
                 shape, dtype = node.output_meta[index]
                 buffer[index] = Tensor(backend.zeros(shape, dtype, node.device))
                 continue
-            value = _run_hooks((node.output_hooks or {}).get(index), value)
-            buffer[index] = value
-            for position in self.node_targets.get((node, index), ()):
-                self._capture(position, value)
+            if hooks:
+                buffer[index] = value = _run_hooks(hooks.get(index), value)
+            if targets:
+                for position in targets.get((node, index), ()):
+                    self._capture(position, value)
         return buffer
 
     def deliver_to_leaf(self, leaf, value):
@@ -294,12 +295,12 @@ class _Walk:
 
 def _checked_grad(node, edge, value):
     value = value if isinstance(value, Tensor) else Tensor(value)
-    if value.shape != edge.shape:
+    if value.data.shape != edge.shape:
         raise RuntimeError(
             f"{node.name}.backward returned a gradient of shape {value.shape} "
             f"for an input of shape {edge.shape}"
         )
-    if value.dtype != edge.dtype:
+    if value.data.dtype != edge.dtype:
         value = value.to(dtype=edge.dtype)
     return value
 

@@ -70,19 +70,20 @@ class Context:
         """Tell saved inputs and outputs apart from other arrays, by identity."""
         saved = []
         for value in self._to_save:
-            kind = "value"
-            for arg, raw in zip(args, raw_args):
-                if value is raw and backend.is_array(raw):
-                    kind, value = "input", (arg, raw)
-                    break
-            else:
-                for index, output in enumerate(outputs):
-                    if value is output:
-                        kind, value = "output", (index, output)
-                        break
-            saved.append((kind, value))
+            saved.append(_saved_entry(value, args, raw_args, outputs))
         self._saved = saved
         self._to_save = ()
+
+
+def _saved_entry(value, args, raw_args, outputs):
+    """(kind, what) for one value saved for backward: an input, an output, or a value."""
+    for arg, raw in zip(args, raw_args):
+        if value is raw and (type(raw) is np.ndarray or backend.is_array(raw)):
+            return "input", (arg, raw)
+    for index, output in enumerate(outputs):
+        if value is output:
+            return "output", (index, output)
+    return "value", value
 
 
 class Node:
@@ -94,16 +95,13 @@ class Node:
     def __init__(self, function, ctx, args, outputs):
         self.function = function
         self.ctx = ctx
-        self.edges = tuple(Edge(arg) if needs else None
-                           for arg, needs in zip(args, ctx.needs_input_grad))
+        # List comprehensions: they cost less than generators per op.
+        self.edges = tuple([Edge(arg) if needs else None
+                            for arg, needs in zip(args, ctx.needs_input_grad)])
         # Enough to make a zero gradient for an output that receives none.
-        self.output_meta = tuple((out.shape, out.dtype) for out in outputs)
+        self.output_meta = tuple([(out.shape, out.dtype) for out in outputs])
         self.device = backend.device_of(outputs[0])
         self.output_hooks = None  # {output index: [hook, ...]}, for non-leaf hooks
-
-    @property
-    def n_outputs(self):
-        return len(self.output_meta)
 
     @property
     def name(self):
@@ -143,8 +141,8 @@ class Edge:
         self.node = tensor.grad_fn
         self.index = tensor._output_index
         self.leaf = tensor if tensor.grad_fn is None else None
-        self.shape = tensor.shape
-        self.dtype = tensor.dtype
+        self.shape = tensor.data.shape
+        self.dtype = tensor.data.dtype
 
 
 class Function:
@@ -196,22 +194,22 @@ class Function:
                 result = cls.forward(ctx, *raw_args)
             finally:
                 _state.enabled = enabled
-            outputs = result if isinstance(result, tuple) else (result,)
-            if not all(isinstance(out, np.ndarray) for out in outputs):
+            if type(result) is np.ndarray:  # the common case, first
+                outputs = (result,)
+            else:
                 outputs = tuple(out if backend.is_array(out) else np.asarray(out)
-                                for out in outputs)
+                                for out in (result if isinstance(result, tuple) else (result,)))
 
             if not record:
-                tensors = tuple(Tensor(output) for output in outputs)
+                tensors = [Tensor._from_node(out, None, 0) for out in outputs]
             else:
                 node = Node(cls, ctx, args, outputs)
                 ctx._node = weakref.ref(node)  # a strong reference would make a cycle
                 ctx._resolve_saved(args, raw_args, outputs)
                 # Only floating outputs carry gradients (an integer or bool output has none).
-                tensors = tuple(Tensor._from_node(out, node, i)
-                                if backend.is_floating(out.dtype) else Tensor(out)
-                                for i, out in enumerate(outputs))
-            return tensors if isinstance(result, tuple) else tensors[0]
+                tensors = [Tensor._from_node(out, node, i) if backend.is_floating(out.dtype)
+                           else Tensor._from_node(out, None, 0) for i, out in enumerate(outputs)]
+            return tuple(tensors) if isinstance(result, tuple) else tensors[0]
         finally:
             if profiled:
                 nvtx.pop()

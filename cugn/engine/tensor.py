@@ -39,14 +39,16 @@ class Tensor:
 
     @classmethod
     def _from_node(cls, data, node, index):
-        """An op's output (``data`` is already an array), made without __init__'s checks."""
+        """An op's output (``data`` is already an array), made without __init__'s checks;
+        with ``node`` None, a leaf that requires no grad (an op that was not recorded)."""
         tensor = cls.__new__(cls)
         tensor.data = data
         tensor.grad = None
         tensor.grad_fn = node
         tensor._output_index = index
         tensor._hooks = None
-        tensor._requires_grad = True
+        tensor._post_accumulate_hooks = None
+        tensor._requires_grad = node is not None
         return tensor
 
     # ---------------------------------------------------------------- properties
