@@ -1,5 +1,6 @@
 """The CUDA kernels on the CPU again, under AddressSanitizer with UBSan and
-under ThreadSanitizer: a representative subset of test_cuda_on_cpu.py, each in
+under ThreadSanitizer: a representative subset of test_cuda_on_cpu.py (and of
+the cluster tests, under AddressSanitizer), each in
 a process of its own with the sanitizer's runtime preloaded (Python is not
 instrumented), and a planted race that ThreadSanitizer must report."""
 
@@ -23,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # the passes run in parts and in pieces.
 SUBSET = ("tier_boundaries or without_gamma or (parts_give_bitwise and float32 and True-True)"
           " or (mean_dwarfs and float32)")
+# Thread-block clusters under AddressSanitizer (they run in the serial schedule only,
+# which ThreadSanitizer does not follow).
+CLUSTER_SUBSET = "each_others or built_ins or reads_nan or skips or misuses"
 TIMEOUT = 900
 
 # The missing barrier of test_cuda_on_cpu's planted bug, with every thread at once.
@@ -60,8 +64,10 @@ def runs():
     # -s: a sanitizer's report goes to the real stderr even if it ends the process.
     subset = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
               "tests/test_cuda_on_cpu.py", "-k", SUBSET]
+    clusters = [*subset[:-3], "tests/test_cuda_on_cpu_clusters.py", "-k", CLUSTER_SUBSET]
     started = {"address": start("address", subset), "thread": start("thread", subset),
-               "race": start("thread", [sys.executable, "-c", PLANTED_RACE])}
+               "race": start("thread", [sys.executable, "-c", PLANTED_RACE]),
+               "clusters": start("address", clusters)}
     finished = {}
     for name, process in started.items():
         if process is not None:
@@ -81,7 +87,7 @@ def result(runs, name):
     return runs[name]
 
 
-@pytest.mark.parametrize("variant", ["address", "thread"])
+@pytest.mark.parametrize("variant", ["address", "thread", "clusters"])
 def test_a_representative_subset_runs_clean(runs, variant):
     process = result(runs, variant)
     output = process.stdout[-6000:] + process.stderr[-6000:]

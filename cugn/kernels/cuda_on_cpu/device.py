@@ -6,6 +6,7 @@ code (``group_norm_cuda``) on it, with this device standing in for CuPy."""
 import contextlib
 import ctypes
 import functools
+import math
 import os
 import types
 import weakref
@@ -46,6 +47,8 @@ class Schedule:
                                      parallel=self.parallel, seed=self.seed)
 
 
+# Blocks a cluster may have: 8 portably, 16 on sm_90 with the non-portable size allowed.
+MAX_CLUSTER_BLOCKS = 16
 LINE_BYTES = 4096  # the granularity of the byte ranges recorded per launch and allocation
 
 
@@ -189,10 +192,19 @@ class Device:
         built = _library(self.source, tuple(name_expressions), self.variant)
         return {name: RawKernel(self, kernel) for name, kernel in built.kernels.items()}
 
-    def launch(self, kernel, grid, block, args):
+    def launch(self, kernel, grid, block, args, cluster=(1,)):
         """Runs ``kernel`` over ``grid`` blocks of ``block`` threads, as a CuPy
-        RawKernel call does, after checking every argument against its parameter."""
+        RawKernel call does, after checking every argument against its parameter;
+        in thread-block clusters of ``cluster`` blocks (sm_90; the serial schedule
+        only) as cuLaunchKernelEx's cluster attribute does."""
         grid, block = _dimensions("grid", grid), _dimensions("block", block)
+        cluster = _dimensions("cluster", cluster)
+        if any(g % c for g, c in zip(grid, cluster)) or math.prod(cluster) > MAX_CLUSTER_BLOCKS:
+            raise ValueError(f"cluster must divide the grid {grid} and have at most "
+                             f"{MAX_CLUSTER_BLOCKS} blocks, got {cluster}")
+        if math.prod(cluster) > 1 and self.schedule.parallel:
+            raise ValueError("clusters run in the serial schedule only, not in "
+                             "Schedule(parallel=True)")
         if len(args) != len(kernel.parameters):
             raise TypeError(f"{kernel.name}: {len(args)} arguments for "
                             f"{len(kernel.parameters)} parameters {kernel.parameters}")
@@ -206,7 +218,7 @@ class Device:
             *[ctypes.addressof(v) for v in values])
         live = list(self.allocations)
         bounds = [b for a in live for b in a.bounds]
-        read, written, lines = kernel.library.launch(kernel, grid, block, pointers,
+        read, written, lines = kernel.library.launch(kernel, grid, block, cluster, pointers,
                                                      self.schedule.options, bounds,
                                                      kernel.library.shared, _LINE_SHIFT)
         for allocation in live:
@@ -268,14 +280,15 @@ class Device:
 
 
 class RawKernel:
-    """A kernel of this device, called as a ``cupy.RawKernel``: ``(grid, block, args)``."""
+    """A kernel of this device, called as a ``cupy.RawKernel``: ``(grid, block, args)``,
+    with ``cluster=`` dimensions for a launch in thread-block clusters."""
 
     def __init__(self, device, kernel):
         self.device = device
         self.kernel = kernel
 
-    def __call__(self, grid, block, args):
-        self.device.launch(self.kernel, grid, block, args)
+    def __call__(self, grid, block, args, cluster=(1,)):
+        self.device.launch(self.kernel, grid, block, args, cluster)
 
 
 _LINE_SHIFT = LINE_BYTES.bit_length() - 1

@@ -63,7 +63,8 @@ class Library:
         launch.restype = ctypes.c_int
         launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
                            ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-                           ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
+                           ctypes.POINTER(ctypes.c_uint), ctypes.c_int, ctypes.c_int,
+                           ctypes.c_int, ctypes.c_uint64,
                            ctypes.POINTER(ctypes.c_uint64), ctypes.c_int,
                            ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_uint64),
                            ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -96,8 +97,9 @@ class Library:
                 symbols.append((int(fields[0], 16), int(fields[1], 16)))
         return [(base + offset, size) for offset, size in symbols]
 
-    def launch(self, kernel, grid, block, args, options, memory, shared, line_shift):
-        """Runs ``kernel``; returns (bytes read, bytes written) per allocation of
+    def launch(self, kernel, grid, block, cluster, args, options, memory, shared, line_shift):
+        """Runs ``kernel`` over ``grid`` blocks of ``block`` threads in clusters of
+        ``cluster`` blocks; returns (bytes read, bytes written) per allocation of
         ``memory`` (4 bounds each), and the same per line of ``2**line_shift`` bytes
         (two arrays per allocation), or raises KernelError."""
         count = len(memory) // 4
@@ -115,10 +117,10 @@ class Library:
         error = ctypes.create_string_buffer(4096)
         status = self.cdll.cuda_on_cpu_launch(
             kernel.invoke, kernel.function, args, (ctypes.c_uint * 3)(*grid),
-            (ctypes.c_uint * 3)(*block), options.block_order, options.thread_order,
-            int(options.parallel), options.seed, bounds, count, read, written, line_shift,
-            line_offsets.ctypes.data, lines_read.ctypes.data, lines_written.ctypes.data,
-            shared_array, len(shared), error, len(error))
+            (ctypes.c_uint * 3)(*block), (ctypes.c_uint * 3)(*cluster), options.block_order,
+            options.thread_order, int(options.parallel), options.seed, bounds, count, read,
+            written, line_shift, line_offsets.ctypes.data, lines_read.ctypes.data,
+            lines_written.ctypes.data, shared_array, len(shared), error, len(error))
         if status:
             raise KernelError(f"{kernel.name_expression}: {error.value.decode()}")
         lines = [(lines_read[int(o):int(o) + n], lines_written[int(o):int(o) + n])

@@ -10,6 +10,15 @@
 // ThreadSanitizer, which then sees only the ordering that barriers and
 // shuffles give.
 //
+// A launch with thread-block clusters (sm_90) runs a cluster at a time, all its
+// blocks' threads as fibers of the serial schedule (the parallel schedule takes
+// no clusters): thread i of the launcher is thread i % T of the cluster's block
+// i / T, T threads a block (whole warps). One block's shared memory lives in the
+// static arrays at a time, the block of the thread running; the others' wait in
+// a save area, where distributed shared memory (__cluster_map_shared_rank) maps
+// their addresses, so that every thread sees its own block's arrays at their
+// addresses and another block's at the address mapped for it.
+//
 // The rules of bar.sync and shfl.sync are enforced, not assumed: a barrier or
 // a shuffle that some threads skip, that threads reach at different lines, or
 // that names threads which have exited, fails the launch with a message naming
@@ -20,8 +29,9 @@
 // instrumentation (-fsanitize=kernel-address), whose callbacks below count the
 // bytes each launch reads and writes in each device allocation and fail the
 // launch on any access to an allocation's guard zones or past the end of a
-// static (shared) array; they also count those bytes per line of each
-// allocation, which shows the ranges a launch touched.
+// static (shared) array or of another block's shared array, or to the shared
+// memory of a block of the cluster that has exited; they also count those bytes
+// per line of each allocation, which shows the ranges a launch touched.
 
 #include "runtime.h"
 
@@ -59,6 +69,7 @@ thread_local uint3 thread_index;
 thread_local uint3 block_index;
 uint3 block_dimensions;
 uint3 grid_dimensions;
+uint3 cluster_dimensions = {1, 1, 1};
 
 namespace {
 
@@ -66,11 +77,13 @@ namespace {
 // so that it leaves the kernel.
 struct Abort {};
 
-enum class State { kRunning, kBarrier, kShuffle, kExited };
+enum class State { kRunning, kBarrier, kShuffle, kClusterBarrier, kExited };
 
 struct Thread {
   State state = State::kRunning;
   uint64_t shuffle_result = 0;
+  bool arrived = false;          // at the cluster barrier, and not yet waited
+  uint64_t arrival_phase = 0;    // the cluster barrier's phase it arrived in
   std::condition_variable turn;   // parallel schedule: woken to go on
   ucontext_t context;             // serial schedule: the thread as a fiber
   std::unique_ptr<char[]> stack;
@@ -94,6 +107,12 @@ const char* shuffle_name(ShuffleKind kind) {
 std::string where(const char* file, int line) {
   const char* slash = std::strrchr(file, '/');
   return std::string(slash ? slash + 1 : file) + ":" + std::to_string(line);
+}
+
+std::string hex_address(const void* address) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%p", address);
+  return text;
 }
 
 // "0-15, 17" for a sorted list of thread indices.
@@ -143,6 +162,13 @@ struct Options {
   uint64_t seed;
 };
 
+// __syncthreads of one block of the cluster.
+struct BlockBarrier {
+  int waiting = 0, exited = 0;
+  const char* file = nullptr;
+  int line = 0;
+};
+
 // Each CUDA thread of the serial schedule is a fiber on the launching thread.
 constexpr size_t kFiberStackBytes = 256 * 1024;
 
@@ -152,9 +178,16 @@ class Engine {
 
   // Runs the grid; returns "" or the first error.
   std::string launch(Invoke invoke, void (*kernel)(), void** args, uint3 grid, uint3 block,
-                     const Options& options, const std::vector<std::pair<char*, size_t>>& shared);
+                     uint3 cluster, const Options& options,
+                     const std::vector<std::pair<char*, size_t>>& shared);
 
   void barrier(const char* file, int line);
+  void cluster_arrive(const char* file, int line);
+  void cluster_wait(const char* file, int line);
+  void* map_shared(const void* address, unsigned rank, const char* file, int line);
+  // For the memory checks: whether [address, address + size) lies in the save area
+  // of the cluster's shared memory, checked (and failed) if so.
+  bool check_saved(uintptr_t address, size_t size, bool store);
   uint64_t shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand,
                    int width, const char* file, int line);
   // Records the first error; every thread leaves the kernel at its next wait.
@@ -167,7 +200,13 @@ class Engine {
   void wait_at_barrier(const char* file, int line);
   uint64_t wait_at_shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand,
                            int width, const char* file, int line);
-  bool run_block(uint3 b, Invoke invoke, void (*kernel)(), void** args, const Options& options);
+  bool run_cluster(uint3 origin, Invoke invoke, void (*kernel)(), void** args,
+                   const Options& options);
+  void make_resident(int rank);
+  // The shared array (index into shared_) and the offset in it of an address in
+  // the static arrays or the save area, and the block whose memory that is; false
+  // when it is in neither.
+  bool locate_shared(uintptr_t address, size_t* array, size_t* offset, int* rank) const;
   void prepare(int threads, bool parallel);
   void stop_pool();
   void worker(int id);
@@ -182,7 +221,7 @@ class Engine {
   int next_runnable() const;
   std::string block_name() const;
   std::string describe_waiting() const;
-  std::vector<int> threads_in(State state) const;
+  std::vector<int> threads_in(State state, int rank = -1) const;
 
   std::mutex mutex_;
   std::condition_variable block_done_;
@@ -197,15 +236,30 @@ class Engine {
   ucontext_t scheduler_;
   const void* scheduler_stack_ = nullptr;
   size_t scheduler_stack_size_ = 0;
-  // The block being run.
+  // The cluster being run: cluster_.x * .y * .z blocks (one without clusters) of
+  // block_threads_ threads, the first of them block origin_.
   Invoke invoke_ = nullptr;
   void (*kernel_)() = nullptr;
   void** args_ = nullptr;
-  uint3 block_{};
+  uint3 origin_{};
+  uint3 cluster_{1, 1, 1};
+  int block_threads_ = 0;
   Options options_{};
-  int exited_ = 0, at_barrier_ = 0;
-  const char* barrier_file_ = nullptr;
-  int barrier_line_ = 0;
+  int exited_ = 0;
+  std::vector<BlockBarrier> blocks_;
+  // The cluster barrier: arrivals in the current phase.
+  int cluster_arrived_ = 0;
+  uint64_t cluster_phase_ = 0;
+  const char* cluster_file_ = nullptr;
+  int cluster_line_ = 0;
+  // Shared memory: the static arrays, and every block's copy of them in the save
+  // area (the arrays one after another, 64 bytes apart), of which the resident
+  // block's is stale while it runs.
+  const std::vector<std::pair<char*, size_t>>* shared_ = nullptr;
+  std::vector<size_t> saved_offsets_;
+  size_t saved_stride_ = 0;
+  std::vector<char> saved_;
+  int resident_ = 0;
   bool aborted_ = false;
   std::string error_;
 };
@@ -255,25 +309,42 @@ int Engine::next_runnable() const {
   return -1;
 }
 
-std::vector<int> Engine::threads_in(State state) const {
+// The threads in `state`, of block `rank` of the cluster (-1: of every block).
+std::vector<int> Engine::threads_in(State state, int rank) const {
   std::vector<int> ids;
   for (size_t i = 0; i < threads_.size(); ++i) {
-    if (threads_[i]->state == state) ids.push_back(int(i));
+    if (threads_[i]->state == state && (rank < 0 || int(i) / block_threads_ == rank)) {
+      ids.push_back(int(i));
+    }
   }
   return ids;
 }
 
+std::string coordinates(uint3 b) {
+  return "(" + std::to_string(b.x) + ", " + std::to_string(b.y) + ", " + std::to_string(b.z) +
+         ")";
+}
+
 std::string Engine::block_name() const {
-  return "block (" + std::to_string(block_.x) + ", " + std::to_string(block_.y) + ", " +
-         std::to_string(block_.z) + ")";
+  if (blocks_.size() == 1) return "block " + coordinates(origin_);
+  const uint3 last = {origin_.x + cluster_.x - 1, origin_.y + cluster_.y - 1,
+                      origin_.z + cluster_.z - 1};
+  return "cluster of blocks " + coordinates(origin_) + " to " + coordinates(last);
 }
 
 std::string Engine::describe_waiting() const {
   std::string text;
-  const std::vector<int> at_barrier = threads_in(State::kBarrier);
-  if (!at_barrier.empty()) {
-    text += "; threads " + ranges(at_barrier) + " wait at __syncthreads (" +
-            where(barrier_file_, barrier_line_) + ")";
+  for (size_t rank = 0; rank < blocks_.size(); ++rank) {
+    const std::vector<int> at_barrier = threads_in(State::kBarrier, int(rank));
+    if (!at_barrier.empty()) {
+      text += "; threads " + ranges(at_barrier) + " wait at __syncthreads (" +
+              where(blocks_[rank].file, blocks_[rank].line) + ")";
+    }
+  }
+  const std::vector<int> at_cluster_barrier = threads_in(State::kClusterBarrier);
+  if (!at_cluster_barrier.empty()) {
+    text += "; threads " + ranges(at_cluster_barrier) + " wait at the cluster barrier (" +
+            where(cluster_file_, cluster_line_) + ")";
   }
   for (size_t w = 0; w < warps_.size(); ++w) {
     const PendingShuffle& s = warps_[w];
@@ -321,9 +392,10 @@ void Engine::switch_to(ucontext_t* from, ucontext_t* to, const void* stack, size
 void Engine::enter(int id) {
   current_thread = id;
   const uint3 dims = block_dimensions;
-  thread_index = {unsigned(id) % dims.x, unsigned(id) / dims.x % dims.y,
-                  unsigned(id) / (dims.x * dims.y)};
-  block_index = block_;
+  const unsigned local = unsigned(id % block_threads_), rank = unsigned(id / block_threads_);
+  thread_index = {local % dims.x, local / dims.x % dims.y, local / (dims.x * dims.y)};
+  block_index = {origin_.x + rank % cluster_.x, origin_.y + rank / cluster_.x % cluster_.y,
+                 origin_.z + rank / (cluster_.x * cluster_.y)};
 }
 
 // Blocks the calling CUDA thread until it may run again; leaves the kernel
@@ -349,9 +421,10 @@ void Engine::started_waiting() {
 }
 
 void Engine::barrier(const char* file, int line) {
-  happens_before(&at_barrier_);  // everything before the barrier, in every thread,
+  BlockBarrier* block = &blocks_[current_thread / block_threads_];
+  happens_before(block);  // everything before the barrier, in every thread,
   wait_at_barrier(file, line);
-  happens_after(&at_barrier_);   // comes before everything after it
+  happens_after(block);   // comes before everything after it
 }
 
 void Engine::wait_at_barrier(const char* file, int line) {
@@ -361,15 +434,17 @@ void Engine::wait_at_barrier(const char* file, int line) {
   if (aborted_) throw Abort();
   // Built only for a report: barriers and shuffles are the launcher's hot path.
   const auto here = [&] { return "__syncthreads (" + where(file, line) + ")"; };
-  if (exited_ > 0) {
+  const int rank = id / block_threads_;
+  BlockBarrier& block = blocks_[rank];
+  if (block.exited > 0) {
     fail_locked(here() + " reached by thread " + std::to_string(id) + " after threads " +
-                ranges(threads_in(State::kExited)) + " exited");
+                ranges(threads_in(State::kExited, rank)) + " exited");
     throw Abort();
   }
-  if (at_barrier_ > 0 && (barrier_line_ != line || std::strcmp(barrier_file_, file) != 0)) {
+  if (block.waiting > 0 && (block.line != line || std::strcmp(block.file, file) != 0)) {
     fail_locked("divergent barriers: thread " + std::to_string(id) + " reached " + here() +
-                " while threads " + ranges(threads_in(State::kBarrier)) +
-                " wait at __syncthreads (" + where(barrier_file_, barrier_line_) + ")");
+                " while threads " + ranges(threads_in(State::kBarrier, rank)) +
+                " wait at __syncthreads (" + where(block.file, block.line) + ")");
     throw Abort();
   }
   const PendingShuffle& pending = warps_[id / 32];
@@ -379,18 +454,142 @@ void Engine::wait_at_barrier(const char* file, int line) {
                 where(pending.file, pending.line) + ")");
     throw Abort();
   }
-  barrier_file_ = file;
-  barrier_line_ = line;
+  block.file = file;
+  block.line = line;
   threads_[id]->state = State::kBarrier;
-  if (++at_barrier_ == int(threads_.size())) {
-    for (auto& t : threads_) {
-      t->state = State::kRunning;
-      t->turn.notify_one();
+  if (++block.waiting == block_threads_) {
+    for (int i = rank * block_threads_; i < (rank + 1) * block_threads_; ++i) {
+      threads_[i]->state = State::kRunning;
+      threads_[i]->turn.notify_one();
     }
-    at_barrier_ = 0;
+    block.waiting = 0;
   }
   started_waiting();
   wait_turn(id, lock);
+}
+
+// barrier.cluster.arrive: counts the thread in, and lets the cluster's waiting
+// threads go on once every thread of the cluster has arrived.
+void Engine::cluster_arrive(const char* file, int line) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const int id = current_thread;
+  if (aborted_) throw Abort();
+  Thread& self = *threads_[id];
+  if (self.arrived) {
+    fail_locked("thread " + std::to_string(id) + " arrives at the cluster barrier (" +
+                where(file, line) + ") again before waiting at it");
+    throw Abort();
+  }
+  self.arrived = true;
+  self.arrival_phase = cluster_phase_;
+  cluster_file_ = file;
+  cluster_line_ = line;
+  if (++cluster_arrived_ == int(threads_.size())) {
+    cluster_arrived_ = 0;
+    ++cluster_phase_;
+    for (auto& t : threads_) {
+      if (t->state == State::kClusterBarrier) t->state = State::kRunning;
+    }
+  }
+}
+
+// barrier.cluster.wait: until every thread of the cluster has arrived in the
+// phase this thread arrived in.
+void Engine::cluster_wait(const char* file, int line) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const int id = current_thread;
+  if (aborted_) throw Abort();
+  Thread& self = *threads_[id];
+  if (!self.arrived) {
+    fail_locked("thread " + std::to_string(id) + " waits at the cluster barrier (" +
+                where(file, line) + ") without having arrived at it");
+    throw Abort();
+  }
+  self.arrived = false;
+  if (cluster_phase_ > self.arrival_phase) return;
+  self.state = State::kClusterBarrier;
+  wait_turn(id, lock);
+}
+
+bool Engine::locate_shared(uintptr_t address, size_t* array, size_t* offset, int* rank) const {
+  const std::vector<std::pair<char*, size_t>>& shared = *shared_;
+  for (size_t i = 0; i < shared.size(); ++i) {
+    const uintptr_t begin = uintptr_t(shared[i].first);
+    if (address >= begin && address < begin + shared[i].second) {
+      *array = i;
+      *offset = address - begin;
+      *rank = current_thread / block_threads_;
+      return true;
+    }
+  }
+  const uintptr_t saved = uintptr_t(saved_.data());
+  if (address < saved || address >= saved + saved_.size()) return false;
+  *rank = int((address - saved) / saved_stride_);
+  const size_t within = (address - saved) % saved_stride_;
+  for (size_t i = 0; i < shared.size(); ++i) {
+    if (within >= saved_offsets_[i] && within < saved_offsets_[i] + shared[i].second) {
+      *array = i;
+      *offset = within - saved_offsets_[i];
+      return true;
+    }
+  }
+  return false;
+}
+
+// __cluster_map_shared_rank: the address in block `rank`'s shared memory of what
+// `address` is in the shared memory of the block it belongs to.
+void* Engine::map_shared(const void* address, unsigned rank, const char* file, int line) {
+  const int id = current_thread;
+  const auto here = [&] { return "__cluster_map_shared_rank (" + where(file, line) + ")"; };
+  if (rank >= blocks_.size()) {
+    fail("thread " + std::to_string(id) + " maps shared memory of block rank " +
+         std::to_string(rank) + " at " + here() + "; the cluster has " +
+         std::to_string(blocks_.size()) + " blocks");
+    throw Abort();
+  }
+  size_t array = 0, offset = 0;
+  int owner = 0;
+  if (!locate_shared(uintptr_t(address), &array, &offset, &owner)) {
+    fail("thread " + std::to_string(id) + " maps " + hex_address(address) + " at " + here() +
+         ", which is not shared memory");
+    throw Abort();
+  }
+  if (int(rank) == id / block_threads_) return (*shared_)[array].first + offset;
+  return saved_.data() + rank * saved_stride_ + saved_offsets_[array] + offset;
+}
+
+bool Engine::check_saved(uintptr_t address, size_t size, bool store) {
+  const uintptr_t saved = uintptr_t(saved_.data());
+  if (address >= saved + saved_.size() || address + size <= saved) return false;
+  size_t array = 0, offset = 0;
+  int rank = 0;
+  const char* kind = store ? "store" : "load";
+  const std::string who = "thread " + std::to_string(current_thread);
+  if (!locate_shared(address, &array, &offset, &rank) ||
+      offset + size > (*shared_)[array].second) {
+    fail(who + ": distributed shared memory " + kind + " of " + std::to_string(size) +
+         " bytes at " + hex_address(reinterpret_cast<const void*>(address)) +
+         ": past the end of a shared array of block rank " +
+         std::to_string((address - saved) / saved_stride_));
+  } else if (blocks_[rank].exited == block_threads_) {
+    fail(who + ": distributed shared memory " + kind + " of block rank " + std::to_string(rank) +
+         ", whose threads have all exited (its shared memory is gone)");
+  }
+  return true;
+}
+
+// Puts block `rank`'s shared memory in the static arrays, and the resident
+// block's in its place in the save area.
+void Engine::make_resident(int rank) {
+  if (rank == resident_) return;
+  const std::vector<std::pair<char*, size_t>>& shared = *shared_;
+  for (size_t i = 0; i < shared.size(); ++i) {
+    std::memcpy(&saved_[resident_ * saved_stride_ + saved_offsets_[i]], shared[i].first,
+                shared[i].second);
+    std::memcpy(shared[i].first, &saved_[rank * saved_stride_ + saved_offsets_[i]],
+                shared[i].second);
+  }
+  resident_ = rank;
 }
 
 uint64_t Engine::shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand,
@@ -488,11 +687,19 @@ void Engine::finish(int id) {
   std::lock_guard<std::mutex> lock(mutex_);
   threads_[id]->state = State::kExited;
   ++exited_;
+  const int rank = id / block_threads_;
+  BlockBarrier& block = blocks_[rank];
+  ++block.exited;
   if (!aborted_) {
-    if (at_barrier_ > 0) {
+    if (block.waiting > 0) {
       fail_locked("thread " + std::to_string(id) + " exited while threads " +
-                  ranges(threads_in(State::kBarrier)) + " wait at __syncthreads (" +
-                  where(barrier_file_, barrier_line_) + ")");
+                  ranges(threads_in(State::kBarrier, rank)) + " wait at __syncthreads (" +
+                  where(block.file, block.line) + ")");
+    }
+    if (!aborted_ && cluster_arrived_ > 0 && !threads_[id]->arrived) {
+      fail_locked("thread " + std::to_string(id) + " exited while threads " +
+                  ranges(threads_in(State::kClusterBarrier)) + " wait at the cluster barrier (" +
+                  where(cluster_file_, cluster_line_) + ")");
     }
     const PendingShuffle& pending = warps_[id / 32];
     if (!aborted_ && pending.active && (pending.mask >> (id % 32) & 1u)) {
@@ -551,6 +758,7 @@ void Engine::run_block_serial() {
       continue;
     }
     enter(next);
+    make_resident(next / block_threads_);
     Thread& t = *threads_[next];
     switch_to(&scheduler_, &t.context, t.stack.get(), kFiberStackBytes);
   }
@@ -579,48 +787,81 @@ void Engine::worker(int id) {
 }
 
 std::string Engine::launch(Invoke invoke, void (*kernel)(), void** args, uint3 grid, uint3 block,
-                           const Options& options,
+                           uint3 cluster, const Options& options,
                            const std::vector<std::pair<char*, size_t>>& shared) {
   const unsigned long long threads = 1ull * block.x * block.y * block.z;
   if (threads == 0 || threads > 1024) {
-    return "block (" + std::to_string(block.x) + ", " + std::to_string(block.y) + ", " +
-           std::to_string(block.z) + ") has " + std::to_string(threads) +
+    return "block " + coordinates(block) + " has " + std::to_string(threads) +
            " threads; CUDA allows 1 to 1024";
   }
   if (1ull * grid.x * grid.y * grid.z == 0) return "the grid has no blocks";
-  prepare(int(threads), options.parallel != 0);
+  const unsigned blocks = cluster.x * cluster.y * cluster.z;
+  if (blocks == 0 || grid.x % cluster.x || grid.y % cluster.y || grid.z % cluster.z) {
+    return "the grid " + coordinates(grid) + " is not made of clusters " + coordinates(cluster);
+  }
+  if (blocks > 1 && options.parallel != 0) return "clusters run in the serial schedule only";
+  if (blocks > 1 && threads % 32 != 0) {
+    return "a cluster's blocks must be whole warps; block " + coordinates(block) + " has " +
+           std::to_string(threads) + " threads";
+  }
+  block_threads_ = int(threads);
+  cluster_ = cluster;
+  prepare(int(threads * blocks), options.parallel != 0);
   block_dimensions = block;
   grid_dimensions = grid;
+  cluster_dimensions = cluster;
+  shared_ = &shared;
+  saved_offsets_.clear();
+  saved_stride_ = 0;
+  for (const auto& s : shared) {
+    saved_offsets_.push_back(saved_stride_);
+    saved_stride_ += (s.second + 15) / 16 * 16 + 64;  // a gap between arrays, for the checks
+  }
+  saved_.assign(blocks > 1 ? blocks * saved_stride_ : 0, 0);
   std::vector<uint3> order;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) order.push_back({x, y, z});
+  for (unsigned z = 0; z < grid.z; z += cluster.z)
+    for (unsigned y = 0; y < grid.y; y += cluster.y)
+      for (unsigned x = 0; x < grid.x; x += cluster.x) order.push_back({x, y, z});
   if (options.block_order == 1) std::reverse(order.begin(), order.end());
   if (options.block_order == 2) {
     std::shuffle(order.begin(), order.end(), std::mt19937_64(options.seed));
   }
-  for (const uint3& b : order) {
-    for (const auto& s : shared) std::memset(s.first, 0xff, s.second);  // NaN in every float
+  std::string error;
+  for (const uint3& origin : order) {
+    // NaN in every float: in the static arrays, and in every other block's copy.
+    for (const auto& s : shared) std::memset(s.first, 0xff, s.second);
+    if (!saved_.empty()) std::memset(saved_.data(), 0xff, saved_.size());
+    resident_ = 0;
     happens_before(&generation_);
-    if (!run_block(b, invoke, kernel, args, options)) return error_;
+    if (!run_cluster(origin, invoke, kernel, args, options)) {
+      error = error_;
+      break;
+    }
   }
-  return "";
+  saved_.clear();
+  shared_ = nullptr;
+  return error;
 }
 
-// Runs block `b`; false when it failed.
-bool Engine::run_block(uint3 b, Invoke invoke, void (*kernel)(), void** args,
-                       const Options& options) {
+// Runs the cluster of blocks from `origin`; false when it failed.
+bool Engine::run_cluster(uint3 origin, Invoke invoke, void (*kernel)(), void** args,
+                         const Options& options) {
   {
     Unobserved unobserved;
     std::unique_lock<std::mutex> lock(mutex_);
-    for (auto& t : threads_) t->state = State::kRunning;
+    for (auto& t : threads_) {
+      t->state = State::kRunning;
+      t->arrived = false;
+    }
     for (auto& w : warps_) w = PendingShuffle();
-    exited_ = at_barrier_ = 0;
+    blocks_.assign(cluster_.x * cluster_.y * cluster_.z, BlockBarrier());
+    exited_ = cluster_arrived_ = 0;
+    cluster_phase_ = 0;
     aborted_ = false;
     invoke_ = invoke;
     kernel_ = kernel;
     args_ = args;
-    block_ = b;
+    origin_ = origin;
     options_ = options;
     if (options.parallel != 0) {
       run_block_parallel(lock);
@@ -641,6 +882,14 @@ void syncthreads(const char* file, int line) { engine().barrier(file, line); }
 uint64_t shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand, int width,
                  const char* file, int line) {
   return engine().shuffle(mask, bits, size, kind, operand, width, file, line);
+}
+
+void cluster_arrive(const char* file, int line) { engine().cluster_arrive(file, line); }
+
+void cluster_wait(const char* file, int line) { engine().cluster_wait(file, line); }
+
+void* cluster_map_shared_rank(const void* address, unsigned rank, const char* file, int line) {
+  return engine().map_shared(address, rank, file, line);
 }
 
 // ------------------------------------------------------------------ memory checks
@@ -717,6 +966,7 @@ std::string thread_name() {
                   " bytes): outside it");
     return;
   }
+  if (engine().check_saved(address, size, store)) return;
   if (end <= statics_begin || address >= statics_end) return;
   for (const StaticArray& s : static_arrays()) {
     if (end > s.end && address < s.redzone_end && address >= s.begin) {
@@ -768,7 +1018,8 @@ void __asan_unregister_globals(cuda_on_cpu::AsanGlobal*, size_t) {}
 
 extern "C" {
 
-// Launches `kernel` (through `invoke`, which unpacks `args` into its parameters).
+// Launches `kernel` (through `invoke`, which unpacks `args` into its parameters)
+// over `grid` blocks of `block` threads, in clusters of `cluster` blocks.
 // `memory` holds 4 addresses per device allocation: data begin and end, guarded
 // begin and end; bytes read and written in each are added to `read` and
 // `written`, and per line of 2^`line_shift` bytes to `lines_read` and
@@ -776,7 +1027,8 @@ extern "C" {
 // `shared` holds (address, size) pairs filled with NaN before each block.
 // Returns 0, or 1 with the error in `error`.
 int cuda_on_cpu_launch(cuda_on_cpu::Invoke invoke, void (*kernel)(), void** args,
-                       const unsigned* grid, const unsigned* block, int block_order,
+                       const unsigned* grid, const unsigned* block, const unsigned* cluster,
+                       int block_order,
                        int thread_order, int parallel, uint64_t seed, const uint64_t* memory,
                        int allocation_count, uint64_t* read, uint64_t* written,
                        int line_shift, const uint64_t* line_offsets, uint64_t* lines_read,
@@ -804,7 +1056,8 @@ int cuda_on_cpu_launch(cuda_on_cpu::Invoke invoke, void (*kernel)(), void** args
   const Options options = {block_order, thread_order, parallel, seed};
   const std::string message =
       engine().launch(invoke, kernel, args, {grid[0], grid[1], grid[2]},
-                      {block[0], block[1], block[2]}, options, shared_arrays);
+                      {block[0], block[1], block[2]}, {cluster[0], cluster[1], cluster[2]},
+                      options, shared_arrays);
   allocations.clear();
   if (message.empty()) return 0;
   std::snprintf(error, error_size, "%s", message.c_str());

@@ -6,6 +6,10 @@
 // one block at a time owns (the launcher fills it with NaN before each block).
 // Barriers and warp shuffles are real synchronisation points between the
 // block's threads, checked against the rules of PTX's bar.sync and shfl.sync.
+// sm_90's thread-block clusters are there as CUDA's built-ins (the cluster
+// barrier, distributed shared memory): the launcher's `cluster` dimensions stand
+// for cuLaunchKernelEx's cluster attribute (the host build takes no
+// __cluster_dims__), and runtime.cpp keeps each block's shared memory its own.
 #pragma once
 
 #include <math.h>
@@ -34,6 +38,7 @@ extern thread_local uint3 thread_index;
 extern thread_local uint3 block_index;
 extern uint3 block_dimensions;
 extern uint3 grid_dimensions;
+extern uint3 cluster_dimensions;
 
 // Calls a kernel with its arguments unpacked from an array of pointers to them.
 typedef void (*Invoke)(void (*kernel)(), void** args);
@@ -44,6 +49,10 @@ void syncthreads(const char* file, int line);
 // One lane's part of a shuffle: returns the `size` low bytes of the source lane's `bits`.
 uint64_t shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand, int width,
                  const char* file, int line);
+
+void cluster_arrive(const char* file, int line);
+void cluster_wait(const char* file, int line);
+void* cluster_map_shared_rank(const void* address, unsigned rank, const char* file, int line);
 
 template <typename T>
 T shuffle_value(unsigned mask, T value, ShuffleKind kind, int operand, int width,
@@ -82,6 +91,46 @@ T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = 32,
                    const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   return cuda_on_cpu::shuffle_value(mask, value, cuda_on_cpu::kShuffleDown, int(delta), width,
                                     file, line);
+}
+
+// Thread-block clusters: the built-ins of CUDA 12 for sm_90 (NVRTC knows them
+// without a header).
+inline dim3 __clusterDim() { return cuda_on_cpu::cluster_dimensions; }
+
+inline unsigned __clusterSizeInBlocks() {
+  const uint3 c = cuda_on_cpu::cluster_dimensions;
+  return c.x * c.y * c.z;
+}
+
+inline dim3 __clusterRelativeBlockIdx() {
+  const uint3 c = cuda_on_cpu::cluster_dimensions;
+  return {blockIdx.x % c.x, blockIdx.y % c.y, blockIdx.z % c.z};
+}
+
+inline unsigned __clusterRelativeBlockRank() {
+  const uint3 c = cuda_on_cpu::cluster_dimensions, r = __clusterRelativeBlockIdx();
+  return r.x + c.x * (r.y + c.y * r.z);
+}
+
+inline dim3 __clusterIdx() {
+  const uint3 c = cuda_on_cpu::cluster_dimensions;
+  return {blockIdx.x / c.x, blockIdx.y / c.y, blockIdx.z / c.z};
+}
+
+inline void __cluster_barrier_arrive(const char* file = __builtin_FILE(),
+                                     int line = __builtin_LINE()) {
+  cuda_on_cpu::cluster_arrive(file, line);
+}
+
+inline void __cluster_barrier_wait(const char* file = __builtin_FILE(),
+                                   int line = __builtin_LINE()) {
+  cuda_on_cpu::cluster_wait(file, line);
+}
+
+inline void* __cluster_map_shared_rank(const void* address, unsigned rank,
+                                       const char* file = __builtin_FILE(),
+                                       int line = __builtin_LINE()) {
+  return cuda_on_cpu::cluster_map_shared_rank(address, rank, file, line);
 }
 
 // The math the kernels use. The GPU's fast division is approximate; here it is IEEE.
