@@ -19,10 +19,11 @@ from cugn.kernels.cuda_on_cpu import build  # noqa: E402
 pytestmark = pytest.mark.cuda_on_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
-# One configuration (each is a sanitized build of its own), every kernel and tier, and
-# the passes run in parts and in pieces.
+# One configuration (each is a sanitized build of its own), every kernel and tier (the
+# on-chip tier too, on each side of its boundaries), and the passes run in parts and
+# in pieces.
 SUBSET = ("tier_boundaries or without_gamma or (parts_give_bitwise and float32 and True-True)"
-          " or (mean_dwarfs and float32)")
+          " or (mean_dwarfs and float32) or on_chip_boundaries")
 TIMEOUT = 900
 
 # The missing barrier of test_cuda_on_cpu's planted bug, with every thread at once.
