@@ -11,7 +11,9 @@ device, date, commit, command, the goals checked row by row) and
 group_norm_gpu.png (effective bandwidth per case beside the copy's). Each
 case's references are measured in the same run as the case, cugn among them
 with its L2 slicing off (cugn_unsliced_us: every pass in one part), which
-weighs the parts' extra launches against the DRAM traffic they save.
+weighs the parts' extra launches against the DRAM traffic they save, and with
+its on-chip tier off (cugn_on_chip_off_us: the tiers that read their inputs
+twice), which weighs the one-pass kernels against them where groups fit.
 """
 
 import argparse
@@ -89,8 +91,9 @@ def write_summary(rows, path, command):
         + (f" Peers not measured on some rows: {', '.join(absent)}." if absent else ""),
         "",
     ]
-    shown = ["shape", "axis", "dtype", "pass", "cugn_us", "cugn_unsliced_us", "copy_us",
-             "torch_us", "keras_jax_us", "cupy_naive_us", "cugn_gbps", "pct_of_copy"]
+    shown = ["shape", "axis", "dtype", "pass", "cugn_us", "cugn_unsliced_us",
+             "cugn_on_chip_off_us", "copy_us", "torch_us", "keras_jax_us", "cupy_naive_us",
+             "cugn_gbps", "pct_of_copy"]
     lines.append("| " + " | ".join(shown) + " | goals missed |")
     lines.append("|" + "---|" * (len(shown) + 1))
     for row in rows:
@@ -153,7 +156,7 @@ def main(argv=None):
     for case in cases():
         case_rows = benchmark.run_case(case, args.device, repeats=args.repeats)
         print(format_table(case_rows, ["shape", "axis", "dtype", "pass", "cugn_us",
-                                       "cugn_unsliced_us", "copy_us",
+                                       "cugn_unsliced_us", "cugn_on_chip_off_us", "copy_us",
                                        "torch_us", "keras_jax_us",
                                        benchmark.naive_column(args.device), "pct_of_copy"]),
               flush=True)

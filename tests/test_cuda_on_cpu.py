@@ -53,6 +53,18 @@ def built_kernels():
         make_device().prepare([c for c in cuda_loader.configurations() if c.activation is None])
 
 
+@pytest.fixture(autouse=True)
+def tiers_that_read_twice(monkeypatch):
+    """Tests run the tiers that reduce, then re-read their inputs, unless they ask for
+    the on-chip tier (the fixture ``on_chip``), which most small shapes here would take."""
+    monkeypatch.setattr(group_norm_cuda, "on_chip", False)
+
+
+@pytest.fixture
+def on_chip(monkeypatch):
+    monkeypatch.setattr(group_norm_cuda, "on_chip", True)
+
+
 # ------------------------------------------------------------------ running and comparing
 
 
@@ -164,7 +176,8 @@ def plan_of(shape, axis, groups, dtype, device):
     layout = make_layout(shape, axis, groups)
     view = layout.view
     return cuda_plan.plan(view, np.dtype(dtype).itemsize, [0], device.sm_count,
-                          device.blocks_per_sm, device.l2_bytes)
+                          device.blocks_per_sm, device.l2_bytes,
+                          on_chip_tier=group_norm_cuda.on_chip)
 
 
 # ------------------------------------------------------------------ every tier and configuration
@@ -351,13 +364,15 @@ def sweep_case(rng):
                 sm_count=int(rng.choice([1, 4, 16, 132])),
                 blocks_per_sm=int(rng.integers(1, 5)), seed=int(rng.integers(2 ** 31)),
                 # An L2 small enough, at times, to run the passes in parts or pieces.
-                l2_bytes=int(rng.choice([60 * 2 ** 20, 16384, 2048, 256])))
+                l2_bytes=int(rng.choice([60 * 2 ** 20, 16384, 2048, 256])),
+                on_chip=bool(rng.random() < 0.5))
 
 
 @pytest.mark.parametrize("index", range(SWEEP_SIZE), ids=lambda i: f"seed{SWEEP_SEED}-{i}")
-def test_random_sweep(index):
+def test_random_sweep(index, monkeypatch):
     rng = np.random.default_rng([SWEEP_SEED, index])
     case = sweep_case(rng)
+    monkeypatch.setattr(group_norm_cuda, "on_chip", case.pop("on_chip"))
     device = make_device(sm_count=case.pop("sm_count"), blocks_per_sm=case.pop("blocks_per_sm"),
                          l2_bytes=case.pop("l2_bytes"))
     check(device=device, **case)
@@ -904,3 +919,271 @@ def test_with_l2_slicing_off_every_pass_is_one_part(monkeypatch):
         launch.kernel for launch in whole_launches]
     for name, a, b in zip(NAMES, whole, unsliced):
         np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+# ------------------------------------------------------------------ the on-chip tier
+#
+# A group whose slice fits in one block's shared memory, with groups enough to fill
+# the device, is read once: one launch forward, two backward. A device of one SM
+# takes it for every case that fits.
+
+ON_CHIP_KERNELS = {"forward": ["forward_on_chip"],
+                   "backward": ["backward_on_chip", "backward_parameters"]}
+
+
+def one_sm(**kwargs):
+    return make_device(sm_count=1, blocks_per_sm=1, **kwargs)
+
+
+def assert_on_chip_launches(device, plan):
+    """The launches of one forward and one backward: the on-chip kernels where the plan
+    chose the tier (for every case here, the forward at least)."""
+    kernels = [launch.kernel for launch in device.launches]
+    assert plan.forward_on_chip is not None
+    assert kernels[:1] == ON_CHIP_KERNELS["forward"]
+    if plan.backward_on_chip is not None:
+        assert kernels[1:] == ON_CHIP_KERNELS["backward"]
+    else:
+        assert "backward_on_chip" not in kernels and kernels[1] == "backward_partials_" + (
+            "column" if plan.channels_last else "segment")
+
+
+def fits_on_chip(shape, axis, groups, dtype):
+    layout = make_layout(shape, axis, groups)
+    return layout.group_size * np.dtype(dtype).itemsize <= cuda_plan.ON_CHIP_BYTES
+
+
+ON_CHIP_CASES = [(case, dtype) for case in CASES for dtype in DTYPES
+                 if fits_on_chip(*case, dtype)]
+
+
+@pytest.mark.parametrize("shape, axis, groups, dtype",
+                         [(*case, dtype) for case, dtype in ON_CHIP_CASES],
+                         ids=lambda v: dtype_ids(v) if isinstance(v, type | np.dtype) else str(v))
+def test_on_chip_matches_numpy(on_chip, shape, axis, groups, dtype):
+    device = check(shape, axis, groups, dtype, device=one_sm())
+    assert_on_chip_launches(device, plan_of(shape, axis, groups, dtype, device))
+
+
+def test_on_chip_cases_reach_every_layout_and_dtype_of_both_passes(on_chip):
+    device = one_sm()
+    reached = {(pass_name, np.dtype(dtype).name, p.channels_last)
+               for (shape, axis, groups), dtype in ON_CHIP_CASES
+               for p in [plan_of(shape, axis, groups, dtype, device)]
+               for pass_name in ("forward", "backward")
+               if getattr(p, f"{pass_name}_on_chip") is not None}
+    assert reached == {(pass_name, np.dtype(dtype).name, channels_last)
+                       for pass_name in ("forward", "backward") for dtype in DTYPES
+                       for channels_last in (True, False)}
+    # and the backward that does not fit next to a forward that does
+    assert any(plan_of(*case, dtype, device).backward_on_chip is None
+               for case, dtype in ON_CHIP_CASES)
+
+
+# Each side of the tier's boundaries (float32, 32 KiB: 8192 values of x forward, 4096
+# of x and dy backward; a device of 4 SMs needs 4 groups).
+ON_CHIP_BOUNDARIES = [
+    ((4, 2, 4096), 1, 2, (True, True)),       # 4096 values a group: both passes
+    ((4, 2, 4100), 1, 2, (True, False)),      # 4100: the forward only
+    ((2, 2, 8192), 1, 2, (True, False)),      # 8192: still the forward
+    ((2, 2, 8196), 1, 2, (False, False)),     # just over
+    ((1, 3, 512), 1, 3, (False, False)),      # 3 groups on 4 SMs: too few
+    ((4, 64, 64), -1, 4, (True, True)),       # channels-last, 1024 values a group
+    ((2, 6, 12, 5), 2, 3, (True, True)),      # a middle axis
+]
+
+
+@pytest.mark.parametrize("shape, axis, groups, tiers", ON_CHIP_BOUNDARIES, ids=str)
+def test_on_chip_boundaries(on_chip, shape, axis, groups, tiers):
+    device = check(shape, axis, groups, np.float32)
+    plan = plan_of(shape, axis, groups, np.float32, device)
+    assert (plan.forward_on_chip is not None, plan.backward_on_chip is not None) == tiers
+    kernels = {launch.kernel for launch in device.launches}
+    assert ("forward_on_chip" in kernels, "backward_on_chip" in kernels) == tiers
+
+
+@pytest.mark.parametrize("center, scale", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("shape, axis, groups", [CASES[0], CASES[1], CASES[2]], ids=str)
+def test_on_chip_without_gamma_or_beta(on_chip, shape, axis, groups, center, scale):
+    check(shape, axis, groups, np.float32, device=one_sm(), center=center, scale=scale)
+
+
+@pytest.mark.parametrize("offset, vector", [(0, 8), (4, 4), (2, 2), (1, 1)])
+def test_on_chip_vector_width_follows_alignment(on_chip, offset, vector):
+    device = check((2, 4, 4, 32), -1, 4, np.float16, offset=offset)
+    assert launched(device, "forward_on_chip") == [
+        f"cugn::forward_on_chip<cugn::Half, {vector}, unsigned int, true, cugn::kLinear>"]
+    assert launched(device, "backward_on_chip") == [
+        f"cugn::backward_on_chip<cugn::Half, {vector}, unsigned int, true, cugn::kLinear>"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+def test_on_chip_64_bit_indices(on_chip, monkeypatch, dtype):
+    monkeypatch.setattr(cuda_plan, "INDEX64_THRESHOLD", 0)
+    for shape, axis, groups in [CASES[0], CASES[1], CASES[2]]:
+        device = check(shape, axis, groups, dtype, device=one_sm())
+        assert "backward_on_chip" in {launch.kernel for launch in device.launches}
+        assert all("unsigned long long" in launch.name_expression for launch in device.launches)
+
+
+@pytest.mark.parametrize("shape, axis, groups", [CASES[0], CASES[1], CASES[5], CASES[13]],
+                         ids=str)
+def test_on_chip_bitwise_equal_in_every_block_and_thread_order(on_chip, shape, axis, groups):
+    layout = make_layout(shape, axis, groups)
+    inputs = make_inputs(shape, layout, np.float32)
+    first = run_cuda(one_sm(), layout, *inputs, 1e-3)
+    for schedule in [Schedule(), *SCHEDULES]:
+        if VARIANT == "thread":
+            schedule = Schedule(schedule.block_order, schedule.thread_order, True, schedule.seed)
+        device = one_sm(schedule=schedule)
+        again = run_cuda(device, layout, *inputs, 1e-3)
+        assert [launch.kernel for launch in device.launches] == [
+            *ON_CHIP_KERNELS["forward"], *ON_CHIP_KERNELS["backward"]]
+        for name, a, b in zip(NAMES, first, again):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+
+
+@pytest.mark.parametrize("activation", ["silu", "relu", "gelu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis, groups", [CASES[0], CASES[1], CASES[2], CASES[5]],
+                         ids=str)
+def test_on_chip_fused_activation_equals_the_composition(on_chip, shape, axis, groups, dtype,
+                                                         activation):
+    device = one_sm()
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, dtype)
+    got = run_cuda(device, layout, x, dy, gamma, beta, 1e-3, activation=activation)
+    want = activated_reference(layout, x, dy, gamma, beta, 1e-3, activation)
+    assert_matches(got, want, layout, np.dtype(dtype), activation, dy, gamma)
+    fused = [launch.name_expression for launch in device.launches
+             if launch.kernel in cuda_loader.ACTIVATED_KERNELS]
+    assert [name.split("<")[0] for name in fused] == ["cugn::forward_on_chip",
+                                                      "cugn::backward_on_chip"]
+    assert all(name.endswith(f"{cuda_loader.ACTIVATIONS[activation]}>") for name in fused)
+
+
+def test_on_chip_fused_activation_uses_beta_in_the_backward(on_chip):
+    shape, axis, groups = CASES[1]
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float32)
+    beta = 3 * beta
+    got = run_cuda(one_sm(), layout, x, dy, gamma, beta, 1e-3, activation="relu")
+    want = activated_reference(layout, x, dy, gamma, beta, 1e-3, "relu")
+    assert_matches(got, want, layout, np.dtype(np.float32), "relu", dy, gamma)
+    without_beta = activated_reference(layout, x, dy, gamma, None, 1e-3, "relu")
+    assert not np.allclose(got[3], without_beta[3], atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis", [((2, 8, 4, 4), 1), ((2, 4, 4, 8), -1), ((2, 6, 4, 5), 2)])
+def test_on_chip_constant_groups_with_epsilon_zero_give_beta(on_chip, shape, axis, dtype):
+    device = one_sm()
+    layout = make_layout(shape, axis, 2)
+    x, dy, gamma, beta = make_inputs(shape, layout, dtype)
+    x[...] = 3
+    got = run_cuda(device, layout, x, dy, gamma, beta, 0.0)
+    assert launched(device, "backward_on_chip")
+    want = run_reference(layout, x, dy, gamma, beta, 0.0)
+    assert_matches(got, want, layout, dtype)
+    np.testing.assert_array_equal(got[2], 0)  # rstd
+    np.testing.assert_array_equal(got[0], want[0].astype(dtype))  # beta, exactly
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis", [((2, 8, 4, 4), 1), ((2, 4, 4, 8), -1)])
+def test_on_chip_nan_and_infinity_stay_in_their_group(on_chip, shape, axis, dtype):
+    device = one_sm()
+    layout = make_layout(shape, axis, 4)
+    x, dy, gamma, beta = make_inputs(shape, layout, dtype)
+    view = layout.to_view(x)
+    view[0, 0, 1, 0, 0] = np.nan
+    view[-1, 0, 2, 0, 0] = np.inf
+    got = run_cuda(device, layout, x, dy, gamma, beta, 1e-3)
+    assert launched(device, "backward_on_chip")
+    want = run_reference(layout, x, dy, gamma, beta, 1e-3)
+    assert np.isnan(got[1][0, 1]) and np.isnan(got[1][-1, 2]) and np.isnan(got[2][0, 1])
+    assert np.isfinite(got[1]).sum() == got[1].size - 2
+    assert_matches(got, want, layout, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16, np.float32], ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis, groups", [CASES[0], CASES[1], CASES[2]], ids=str)
+def test_on_chip_statistics_stay_exact_when_the_mean_dwarfs_the_spread(on_chip, shape, axis,
+                                                                       groups, dtype):
+    device = one_sm()
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float64)
+    x = (300 + x).astype(dtype)
+    got = run_cuda(device, layout, x, dy.astype(dtype), gamma, beta, 1e-3)
+    assert launched(device, "backward_on_chip")
+    want = run_reference(layout, x, dy.astype(dtype), gamma, beta, 1e-3)
+    assert_matches(got, want, layout, dtype, dy=dy, gamma=gamma)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-5)  # rstd
+
+
+def test_on_chip_non_contiguous_inputs(on_chip):
+    device = one_sm()
+    layout = make_layout((2, 8, 8, 16), -1, 4)
+    x, dy, gamma, beta = make_inputs((2, 8, 16, 16), layout, np.float32)
+    with device.installed():
+        strided = lambda a: device.asarray(a)[:, :, ::2]  # noqa: E731
+        y, mean, rstd = group_norm_cuda.forward(strided(x), device.asarray(gamma),
+                                                device.asarray(beta), layout, 1e-3)
+        grads = group_norm_cuda.backward(strided(x), strided(dy), device.asarray(gamma), mean,
+                                         rstd, layout)
+    assert [launch.kernel for launch in device.launches] == [
+        *ON_CHIP_KERNELS["forward"], *ON_CHIP_KERNELS["backward"]]
+    got = [np.array(a) for a in (y, mean, rstd, *grads)]
+    want = run_reference(layout, x[:, :, ::2], dy[:, :, ::2], gamma, beta, 1e-3)
+    assert_matches(got, want, layout, np.float32)
+
+
+@pytest.mark.parametrize("shape, axis", [((0, 8, 8, 32), -1), ((0, 32, 8, 8), 1)])
+def test_on_chip_empty_batch(on_chip, shape, axis):
+    device = one_sm()
+    layout = make_layout(shape, axis, 4)
+    x = device.empty(shape, np.float32)
+    with device.installed():
+        y, mean, rstd = group_norm_cuda.forward(x, None, None, layout, 1e-3)
+        dx, dgamma, dbeta = group_norm_cuda.backward(x, x, None, mean, rstd, layout)
+    assert device.launches == []
+    assert y.shape == dx.shape == shape and mean.shape == rstd.shape == (0, 4)
+    np.testing.assert_array_equal(np.array(dgamma), 0)
+    np.testing.assert_array_equal(np.array(dbeta), 0)
+
+
+@pytest.mark.parametrize("shape, axis, groups", [CASES[0], CASES[1], CASES[2]], ids=str)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=dtype_ids)
+def test_on_chip_reads_each_input_once_and_writes_each_output_once(on_chip, shape, axis, groups,
+                                                                   dtype):
+    device = check(shape, axis, groups, dtype, device=one_sm())
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    forward, backward, parameters = device.launches
+    by_name = {t.parameters: t for t in forward.traffic}
+    assert (by_name[("x",)].read, by_name[("x",)].written) == (nbytes, 0)
+    assert (by_name[("y",)].read, by_name[("y",)].written) == (0, nbytes)
+    by_name = {t.parameters: t for t in backward.traffic}
+    assert by_name[("x",)].read == by_name[("dy",)].read == nbytes
+    assert (by_name[("dx",)].read, by_name[("dx",)].written) == (0, nbytes)
+    # Beside them, a few float32 values per group and channel: gamma, beta and rstd
+    # for the per-channel table, gamma again for the group's sums, mean and rstd,
+    # the partial sums, the residual.
+    layout = make_layout(shape, axis, groups)
+    small = 24 * layout.batch * (layout.channels + layout.groups)
+    assert nbytes * 2 < forward.bytes_read + forward.bytes_written <= nbytes * 2 + small
+    assert nbytes * 3 < backward.bytes_read + backward.bytes_written <= nbytes * 3 + small
+    assert parameters.kernel == "backward_parameters"
+
+
+def test_planted_missing_on_chip_barrier_reads_unwritten_shared_memory(on_chip):
+    # Without the barrier after the loads, the channels' sums read cached vectors
+    # and table entries that other threads (which run later) have not written: the
+    # NaN shared memory was filled with.
+    source = planted("  __syncthreads();  // the channels' sums read every thread's vectors "
+                     "and the table\n", "")
+    device = make_device(source=source, sm_count=1, blocks_per_sm=1)
+    shape, axis, groups = CASES[0]
+    layout = make_layout(shape, axis, groups)
+    y, mean, rstd, dx, dgamma, dbeta = run_cuda(device, layout, *make_inputs(shape, layout,
+                                                                             np.float32), 1e-3)
+    assert np.isfinite(y).all() and np.isnan(dgamma).any() and np.isnan(dx).any()

@@ -20,10 +20,11 @@ from cugn.kernels.cuda_on_cpu import build  # noqa: E402
 pytestmark = pytest.mark.cuda_on_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
-# One configuration (each is a sanitized build of its own), every kernel and tier, and
-# the passes run in parts and in pieces.
+# One configuration (each is a sanitized build of its own), every kernel and tier (the
+# on-chip tier too, on each side of its boundaries), and the passes run in parts and
+# in pieces.
 SUBSET = ("tier_boundaries or without_gamma or (parts_give_bitwise and float32 and True-True)"
-          " or (mean_dwarfs and float32)")
+          " or (mean_dwarfs and float32) or on_chip_boundaries")
 # Thread-block clusters under AddressSanitizer (they run in the serial schedule only,
 # which ThreadSanitizer does not follow).
 CLUSTER_SUBSET = "each_others or built_ins or reads_nan or skips or misuses"

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from cugn.kernels import compile_check, cuda_loader
+from cugn.kernels import compile_check, cuda_loader, cuda_plan
 from cugn.kernels.__main__ import main
 
 pytest.importorskip("cupy", reason="the NVRTC compile check needs CuPy (the cuda13 extra)")
@@ -45,7 +45,8 @@ def test_no_kernel_spills(reports):
 def test_registers_allow_the_launch_bounds(reports):
     # __launch_bounds__(256, 4): four resident blocks need <= 64 registers a thread; the
     # backward kernels with a fused activation ask for three (<= 85, in steps of 8: 80).
-    activated = ("backward_partials_segment", "backward_partials_column", "backward_dx")
+    activated = ("backward_partials_segment", "backward_partials_column", "backward_dx",
+                 "backward_on_chip")
 
     def bound(name):
         with_activation = "kLinear" not in name and any(k in name for k in activated)
@@ -54,6 +55,19 @@ def test_registers_allow_the_launch_bounds(reports):
     over = [str(r) for r in reports if r.registers > bound(r.name)]
     assert not over, "\n".join(over)
     assert any(r.registers > 64 for r in reports if "kGelu" in r.name)  # the bound is live
+
+
+def test_the_on_chip_kernels_hold_their_budget_of_shared_memory(reports):
+    # The cache (ON_CHIP_BYTES) and the per-channel table (a scale per channel, and a
+    # shift but in the plain backward), within the 48 KiB a kernel may declare statically.
+    on_chip = [r for r in reports if "_on_chip<" in r.name]
+    assert {r.name.split("<")[0] for r in on_chip} == {"cugn::forward_on_chip",
+                                                       "cugn::backward_on_chip"}
+    for r in on_chip:
+        column = cuda_plan.ON_CHIP_CHANNELS * (8 if "<double" in r.name else 4)
+        shifts = "backward" not in r.name or "kLinear" not in r.name
+        table = column * (2 if shifts else 1)
+        assert cuda_plan.ON_CHIP_BYTES + table <= r.shared_bytes <= 48 * 1024, str(r)
 
 
 def test_configurations_cover_every_dtype_vector_and_index_width():

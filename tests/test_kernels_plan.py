@@ -16,8 +16,10 @@ H200_L2 = 60 * 2 ** 20
 WHOLE = 2 ** 40  # an L2 that holds any input here: one part
 
 
-def make(view, itemsize=4, addresses=(0,), l2_bytes=H200_L2):
-    return plan(view, itemsize, list(addresses), H100_SMS, BLOCKS_PER_SM, l2_bytes)
+def make(view, itemsize=4, addresses=(0,), l2_bytes=H200_L2, on_chip_tier=False):
+    """The plan on an H100; the tiers that read their inputs twice unless ``on_chip_tier``."""
+    return plan(view, itemsize, list(addresses), H100_SMS, BLOCKS_PER_SM, l2_bytes,
+                on_chip_tier)
 
 
 @pytest.mark.parametrize("view, itemsize, expected", [
@@ -247,3 +249,60 @@ def test_an_unknown_l2_is_one_part_and_a_negative_one_an_error():
     assert len(make((64, 1, 32, 16, 4096), l2_bytes=0).forward) == 1
     with pytest.raises(ValueError, match="l2_bytes must be >= 0, got -1"):
         make((2, 1, 1, 1, 1), l2_bytes=-1)
+
+
+# ------------------------------------------------------------------ the on-chip tier
+
+ON_CHIP_VALUES = cuda_plan.ON_CHIP_BYTES // 4  # float32 values of x a group may have
+
+
+@pytest.mark.parametrize("view, forward, backward", [
+    ((H100_SMS, 1, 1, 8, ON_CHIP_VALUES // 8), True, False),          # x fits exactly
+    ((H100_SMS, 1, 1, 8, ON_CHIP_VALUES // 8 + 1), False, False),     # one value per channel over
+    ((H100_SMS, 1, 1, 8, ON_CHIP_VALUES // 16), True, True),          # x and dy fit exactly
+    ((H100_SMS, 1, 1, 8, ON_CHIP_VALUES // 16 + 1), True, False),     # x and dy just do not
+    ((H100_SMS - 1, 1, 1, 8, 64), False, False),                      # too few groups
+    ((1, 1, H100_SMS, 8, 64), True, True),                            # groups of one sample count
+    ((H100_SMS, ON_CHIP_VALUES // 512, 1, 512, 1), True, False),      # 512 channels: the most
+    ((H100_SMS, 2, 1, 513, 1), False, False),                         # 513 channels
+])
+def test_on_chip_tier_where_the_group_fits_and_fills_the_gpu(view, forward, backward):
+    p = make(view, on_chip_tier=True)
+    assert (p.forward_on_chip is not None, p.backward_on_chip is not None) == (forward, backward)
+    groups = view[0] * view[2]
+    for on_chip, parts in ((p.forward_on_chip, p.forward), (p.backward_on_chip, p.backward)):
+        if on_chip is None:
+            assert parts  # the tiers that read twice, as without the on-chip tier
+        else:
+            assert on_chip.grid == groups and parts == ()
+
+
+def test_on_chip_tier_budget_is_in_the_storage_type():
+    view = (H100_SMS, 1, 1, 8, ON_CHIP_VALUES // 8)  # 32 KiB of float32
+    assert make(view, itemsize=2, on_chip_tier=True).backward_on_chip is not None
+    assert make(view, itemsize=8, on_chip_tier=True).forward_on_chip is None
+
+
+def test_without_the_on_chip_tier_the_plan_is_the_tiers_that_read_twice():
+    view = (64, 1, 32, 8, 64)
+    on, off = make(view, on_chip_tier=True), make(view)
+    assert on.forward_on_chip is not None and on.backward_on_chip is not None
+    assert off.forward_on_chip is None and off.backward_on_chip is None
+    assert on.forward == on.backward == () and off.forward and off.backward
+    assert (on.vector, on.index64, on.channels_last) == (off.vector, off.index64,
+                                                         off.channels_last)
+
+
+@pytest.mark.parametrize("channel_values, unit_threads", [(1, 1), (4, 1), (5, 2), (64, 16),
+                                                          (128, 32), (1024, 32)])
+def test_on_chip_backward_gives_each_channel_lanes_by_its_values(channel_values, unit_threads):
+    p = make((H100_SMS, 1, 1, 4, channel_values), on_chip_tier=True)
+    assert p.backward_on_chip.unit_threads == unit_threads
+    assert p.forward_on_chip.unit_threads == 0  # the forward sums whole groups per block
+
+
+def test_the_loader_passes_the_on_chip_budget_to_the_source():
+    from cugn.kernels import cuda_loader
+
+    assert f"-DCUGN_ON_CHIP_BYTES={cuda_plan.ON_CHIP_BYTES}" in cuda_loader.OPTIONS
+    assert f"-DCUGN_ON_CHIP_CHANNELS={cuda_plan.ON_CHIP_CHANNELS}" in cuda_loader.OPTIONS

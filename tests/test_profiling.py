@@ -143,7 +143,8 @@ def fake_rows():
         copy_us = 40.0 if pass_name == "forward" else 60.0
         rows.append({"device": "a GPU", "date": "2026-01-01", "commit": "abc1234", "shape": shape,
                      "axis": str(axis), "groups": 32, "dtype": "float16", "pass": pass_name,
-                     "cugn_us": cugn_us, "cugn_unsliced_us": cugn_us, "copy_us": copy_us,
+                     "cugn_us": cugn_us, "cugn_unsliced_us": cugn_us,
+                     "cugn_on_chip_off_us": cugn_us, "copy_us": copy_us,
                      "torch_us": torch_us,
                      "keras_jax_us": None, "cupy_naive_us": 300.0,
                      "cugn_gbps": 1.0, "pct_of_copy": 100 * copy_us / cugn_us})
@@ -166,7 +167,8 @@ def test_gpu_script_writes_csv_summary_and_plot(tmp_path):
     with open(tmp_path / "r.csv") as handle:
         written = list(csv.DictReader(handle))
     assert list(written[0]) == ["device", "date", "commit", "shape", "axis", "groups", "dtype",
-                                "pass", "cugn_us", "cugn_unsliced_us", "copy_us", "torch_us",
+                                "pass", "cugn_us", "cugn_unsliced_us", "cugn_on_chip_off_us",
+                                "copy_us", "torch_us",
                                 "keras_jax_us", "cupy_naive_us", "cugn_gbps", "pct_of_copy"]
     assert written[1]["keras_jax_us"] == "" and written[0]["pct_of_copy"] == "80.00"
     script.write_summary(rows, tmp_path / "r.md", "python profiling/group_norm_gpu.py")
@@ -261,3 +263,17 @@ def test_the_unsliced_peer_turns_the_l2_slicing_off_for_its_call_only():
     with pytest.raises(ZeroDivisionError):
         backward()
     assert seen == [False] and group_norm_cuda.l2_slicing is True
+
+
+def test_the_on_chip_off_peer_turns_the_on_chip_tier_off_for_its_call_only():
+    from cugn.kernels import group_norm_cuda
+
+    seen = []
+    forward, backward = benchmark._on_chip_off((lambda: seen.append(group_norm_cuda.on_chip),
+                                                lambda: 1 / 0))
+    forward()
+    with pytest.raises(ZeroDivisionError):
+        backward()
+    assert seen == [False] and group_norm_cuda.on_chip is True
+    assert benchmark.columns("cuda").index("cugn_on_chip_off_us") == \
+        benchmark.columns("cuda").index("cugn_unsliced_us") + 1

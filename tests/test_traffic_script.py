@@ -108,6 +108,19 @@ def test_rows_of_a_small_case(axis, shape, forward_launches):
     assert forward["global_bytes"] >= 3 * nbytes and backward["global_bytes"] >= 5 * nbytes
 
 
+@pytest.mark.skipif(compiler() is None, reason="needs g++ (>= 12) or clang++")
+@pytest.mark.parametrize("axis, shape", [(-1, (8, 16, 16, 64)), (1, (8, 64, 16, 16))])
+def test_rows_of_a_case_on_chip(axis, shape):
+    # 256 groups of 512 values on 132 SMs: each pass reads its inputs once, forward in
+    # one launch, backward in two; beside x, dy, y and dx, a few values per group and
+    # channel (gamma, beta, the statistics, the partial sums).
+    forward, backward = script.measure(benchmark.Case(shape, axis, 32, "float16"))
+    assert (forward["launches"], backward["launches"]) == (1, 2)
+    for row in (forward, backward):
+        assert row["minimum_bytes"] < row["global_bytes"] <= 1.1 * row["minimum_bytes"], row
+        assert row["minimum_bytes"] < row["dram_bytes"] <= 1.1 * row["minimum_bytes"], row
+
+
 def test_the_script_writes_its_csv_and_summary(tmp_path):
     rows = [{"shape": "2x8", "axis": -1, "groups": 2, "dtype": "float16", "pass": "forward",
              "launches": 3, "global_bytes": 96, "dram_bytes": 70, "minimum_bytes": 64,

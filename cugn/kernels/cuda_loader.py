@@ -18,13 +18,14 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from .cuda_plan import BLOCK
+from .cuda_plan import BLOCK, ON_CHIP_BYTES, ON_CHIP_CHANNELS
 
 SOURCE_PATH = Path(__file__).with_name("cuda") / "group_norm.cu"
 
 # Compile options shared by the loader and the compile check. Full-precision
 # division and sqrt stay on (NVRTC's default): rstd must match the NumPy path.
-OPTIONS = ("--std=c++17", f"-DCUGN_BLOCK={BLOCK}")
+OPTIONS = ("--std=c++17", f"-DCUGN_BLOCK={BLOCK}", f"-DCUGN_ON_CHIP_BYTES={ON_CHIP_BYTES}",
+           f"-DCUGN_ON_CHIP_CHANNELS={ON_CHIP_CHANNELS}")
 
 # The architectures the compile check targets by default (A100 and H100 class).
 ARCHITECTURES = ("sm_80", "sm_90")
@@ -48,7 +49,7 @@ ACTIVATIONS = {None: "cugn::kLinear", "silu": "cugn::kSilu", "relu": "cugn::kRel
 # and on <T, I>.
 VECTOR_KERNELS = ("forward_stats_segment", "forward_stats_column")
 ACTIVATED_VECTOR_KERNELS = ("backward_partials_segment", "backward_partials_column")
-LAYOUT_KERNELS = ("forward_apply", "backward_dx")
+LAYOUT_KERNELS = ("forward_apply", "backward_dx", "forward_on_chip", "backward_on_chip")
 SCALAR_KERNELS = ("forward_finalize", "backward_coefficients", "backward_parameters")
 # The kernels an activation changes.
 ACTIVATED_KERNELS = (*ACTIVATED_VECTOR_KERNELS, *LAYOUT_KERNELS)

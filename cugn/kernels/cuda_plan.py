@@ -13,6 +13,11 @@ Reductions come in two shapes (see ``cuda/group_norm.cu``):
 - column: channels-last (S == 1) tiles of pixel rows by a chunk of channels, with
   vector loads along C ("column"); split over pixel rows when there are too few tiles.
 
+Before those, the on-chip tier (``on_chip``): when a group's slice fits in one
+block's shared memory and there are groups enough to fill the GPU, one block
+per group reads it once and writes y (one launch) or dx (then the parameters'
+sums, two launches) from shared memory: the minimum traffic, with no parts.
+
 Each pass reads its inputs twice (the reduction, then the elementwise pass). So
 that the second read comes from L2, a pass whose inputs (x forward; x and dy
 backward) exceed half the L2 runs through the input in parts that fit: whole
@@ -39,6 +44,15 @@ INDEX64_THRESHOLD = 2 ** 31  # tensors from this many elements use 64-bit indice
 # partial sums and parameters are small.
 L2_SHARE = 0.5
 PIECES_PER_SHARE = 4       # a sample larger than that share is cut into pieces of a quarter
+# Shared memory a block of the on-chip tier caches its group in (the source's
+# kOnChipBytes): x forward, x and dy backward. 32 KiB leaves room for several
+# resident blocks per SM (228 KiB of shared memory on an H100, 164 KiB on an A100).
+ON_CHIP_BYTES = 32 * 1024
+# The most channels a group of the on-chip tier may have: its per-channel table of
+# scale and shift, 2 values of the compute type each (8 KiB for float64), takes this
+# much shared memory beside the cache, within the 48 KiB of static shared memory.
+ON_CHIP_CHANNELS = 512
+MAX_GRID = 2 ** 31 - 1       # blocks a launch may have along x
 
 
 @dataclass(frozen=True)
@@ -87,8 +101,17 @@ class Part:
 
 
 @dataclass(frozen=True)
+class OnChip:
+    """A pass of the on-chip tier: one block per group (n, g)."""
+
+    grid: int               # N*G blocks
+    unit_threads: int = 0   # backward: lanes per channel summing its values (a power of two)
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Everything the forward and backward launch for one input."""
+    """Everything the forward and backward launch for one input. A pass of the
+    on-chip tier has an OnChip and no parts."""
 
     vector: int             # values per vector access
     index64: bool           # 64-bit indices (the tensor has 2^31 elements or more)
@@ -96,6 +119,8 @@ class Plan:
     forward: tuple          # of Part; units of the statistics are groups
     backward: tuple         # of Part; units of the partial sums are channels
     parameters_grid: int    # backward: one thread per channel, over every part's sums
+    forward_on_chip: OnChip | None = None
+    backward_on_chip: OnChip | None = None
 
     @property
     def statistics(self):
@@ -268,30 +293,61 @@ def _parts(view, itemsize, inputs, l2_bytes, vector, resident, reduce, units_of,
     return tuple(planned)
 
 
+def on_chip(view, itemsize, inputs, sm_count):
+    """The on-chip launch of a pass over ``view`` that caches ``inputs`` arrays of
+    ``itemsize`` bytes (1 forward, 2 backward), or None when the tier does not apply:
+    a group's slice of the inputs must fit in ``ON_CHIP_BYTES``, with at most
+    ``ON_CHIP_CHANNELS`` channels, and there must be at least ``sm_count`` groups.
+
+    Why one group per SM is enough: a block issues the loads of its whole group
+    before it computes, up to ON_CHIP_BYTES in flight, about what one SM needs in
+    flight to cover the latency of DRAM at full bandwidth (an H200: 4.8 TB/s x
+    ~0.6 us / 132 SMs, some 22 kB). With fewer groups than SMs, SMs would idle
+    while the split tiers spread each group over several blocks, so those are
+    kept there.
+    """
+    batch, rows, groups, group_channels, spatial = view
+    units = batch * groups
+    if (rows * group_channels * spatial * itemsize * inputs > ON_CHIP_BYTES
+            or group_channels > ON_CHIP_CHANNELS or not sm_count <= units <= MAX_GRID):
+        return None
+    if inputs == 1:
+        return OnChip(grid=units)
+    # Lanes per channel as the warp tier of segment_reduction: SMALL_UNIT_ITEMS values a lane.
+    threads = min(32, _next_power_of_two(math.ceil(rows * spatial / SMALL_UNIT_ITEMS)))
+    return OnChip(grid=units, unit_threads=threads)
+
+
 def elementwise_grid(elements, vector, resident):
     return min(math.ceil(elements // vector / BLOCK), resident * ELEMENTWISE_WAVES)
 
 
-def plan(view, itemsize, addresses, sm_count, blocks_per_sm, l2_bytes):
+def plan(view, itemsize, addresses, sm_count, blocks_per_sm, l2_bytes, on_chip_tier=True):
     """The launches for a non-empty contiguous input of ``view`` (N, M, G, D, S).
 
     ``addresses`` are the device addresses of the inputs read and written with
     vectors; ``blocks_per_sm`` is the kernels' occupancy; ``l2_bytes`` the size of
-    the device's L2 (0: unknown, no parts).
+    the device's L2 (0: unknown, no parts); ``on_chip_tier`` False keeps every
+    pass on the tiers that read their inputs twice.
     """
     if l2_bytes < 0:
         raise ValueError(f"l2_bytes must be >= 0, got {l2_bytes}")
     _, _, groups, group_channels, spatial = view
     vector = vector_width(view, itemsize, addresses)
     resident = sm_count * blocks_per_sm
+    forward_on_chip = on_chip(view, itemsize, 1, sm_count) if on_chip_tier else None
+    backward_on_chip = on_chip(view, itemsize, 2, sm_count) if on_chip_tier else None
     return Plan(
         vector=vector,
         index64=needs_index64(math.prod(view)),
         channels_last=spatial == 1,
-        forward=_parts(view, itemsize, 1, l2_bytes, vector, resident, _statistics,
-                       lambda v: v[0] * v[2], lambda units: math.ceil(units / BLOCK)),
-        backward=_parts(view, itemsize, 2, l2_bytes, vector, resident, _partials,
-                        lambda v: v[0] * v[2] * v[3],
-                        lambda units: math.ceil(units * 32 / BLOCK)),
+        forward=() if forward_on_chip else _parts(
+            view, itemsize, 1, l2_bytes, vector, resident, _statistics, lambda v: v[0] * v[2],
+            lambda units: math.ceil(units / BLOCK)),
+        backward=() if backward_on_chip else _parts(
+            view, itemsize, 2, l2_bytes, vector, resident, _partials,
+            lambda v: v[0] * v[2] * v[3], lambda units: math.ceil(units * 32 / BLOCK)),
         parameters_grid=math.ceil(groups * group_channels / BLOCK),
+        forward_on_chip=forward_on_chip,
+        backward_on_chip=backward_on_chip,
     )

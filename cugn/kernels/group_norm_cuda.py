@@ -17,7 +17,13 @@ dgamma/dbeta from those sums in a fixed order, then dx = c1*g + c2*(x - mean) + 
 in one elementwise pass. The sum of x - mean corrects for the rounding of the
 saved mean when |mean| >> std, as the NumPy path does.
 
-Each pass reads its inputs twice; when they exceed half the device's L2, it
+When a group's slice fits in one block's shared memory and there are groups
+enough to fill the GPU (``cuda_plan.on_chip``), each pass is instead one kernel
+that reads its inputs once into shared memory and writes y, or dx and the
+per-(n, c) sums, from there; the backward then sums dgamma and dbeta over the
+batch in one more launch.
+
+Otherwise each pass reads its inputs twice; when they exceed half the device's L2, it
 runs part by part (``cuda_plan.slices``: whole samples, groups of a sample, or
 pieces of rows of one sample, the elementwise launches of the pieces last
 first), so that the second read comes from L2. Every part of a pass has as
@@ -43,6 +49,10 @@ from .fused_activation import check_activation
 # every pass is one part. The GPU benchmark times both, to weigh the parts' extra
 # launches against the DRAM traffic they save.
 l2_slicing = True
+# Whether a group whose slice fits in one block's shared memory is normalised there,
+# read once (cuda_plan's on-chip tier); off, every pass takes the tiers that read
+# their inputs twice. The GPU benchmark times both.
+on_chip = True
 
 # Kernels whose occupancy sizes the grids (all share the block size and launch bounds).
 _REDUCTION_KERNELS = ("forward_stats_segment", "forward_stats_column",
@@ -74,6 +84,13 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
     gamma, beta = _parameter(gamma, acc), _parameter(beta, acc)
     mean = cupy.empty((batch, groups), acc)
     rstd = cupy.empty((batch, groups), acc)
+    if plan.forward_on_chip is not None:
+        kernels.forward_on_chip(
+            (plan.forward_on_chip.grid,), (cuda_plan.BLOCK,),
+            (x5, y5, gamma, beta, mean, rstd, index(groups), index(rows),
+             index(group_channels * spatial // plan.vector), index(group_channels),
+             index(spatial), acc.type(layout.group_size), acc.type(epsilon)))
+        return layout.from_view(y5), mean, rstd
     pivot = cupy.empty(batch * groups, acc)
     shifted_mean = cupy.empty(batch * groups, acc)
 
@@ -181,9 +198,20 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
     rstd = cupy.ascontiguousarray(rstd, dtype=acc)
     weight = _parameter(gamma, acc)
     shift = None if activation is None else _parameter(beta, acc)
+    residual = cupy.empty(units, acc)
+    if plan.backward_on_chip is not None:
+        # The sums of g and g*(x - mean) per (n, c), which backward_parameters reads.
+        partials = cupy.empty(2 * batch * channels, acc)
+        kernels.backward_on_chip(
+            (plan.backward_on_chip.grid,), (cuda_plan.BLOCK,),
+            (x5, dy5, dx5, weight, shift, mean, rstd, partials, residual, index(groups),
+             index(rows), index(group_channels * spatial // plan.vector),
+             index(group_channels), index(spatial), np.int32(plan.backward_on_chip.unit_threads),
+             acc.type(layout.group_size)))
+        return (layout.from_view(dx5),
+                *_parameters(kernels, index, plan, partials, rstd, residual, layout, 1, acc))
     c2 = cupy.empty(units, acc)
     c3 = cupy.empty(units, acc)
-    residual = cupy.empty(units, acc)
     # Every part has as many partial sums per channel: all land in one array, which
     # the parameters kernel sums over the batch in one order whatever the parts.
     split = plan.backward[0].split
@@ -216,14 +244,22 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
                 _select(weight, part_channels), _select(shift, part_channels),
                 _flat(mean)[part_units], *group_terms[:3])
 
+    return (layout.from_view(dx5),
+            *_parameters(kernels, index, plan, partials, rstd, residual, layout, split, acc))
+
+
+def _parameters(kernels, index, plan, partials, rstd, residual, layout, split, acc):
+    """dgamma and dbeta (feature shape) from the per-(n, c) sums of every part, ``split``
+    per channel and sample, summed in one order."""
+    batch, _, groups, group_channels, _ = layout.view
+    channels = groups * group_channels
     dgamma = cupy.empty(channels, acc)
     dbeta = cupy.empty(channels, acc)
     kernels.backward_parameters(
         (plan.parameters_grid,), (cuda_plan.BLOCK,),
         (partials, rstd, residual, dgamma, dbeta, index(batch), index(channels),
          index(group_channels), index(groups), index(split)))
-    return (layout.from_view(dx5), dgamma.reshape(layout.feature_shape),
-            dbeta.reshape(layout.feature_shape))
+    return dgamma.reshape(layout.feature_shape), dbeta.reshape(layout.feature_shape)
 
 
 def _partial_sums(kernels, index, vector, sums, x, dy, mean, rstd, weight, shift, partials):
@@ -430,7 +466,7 @@ def _prepare(x5, vector_arrays, storage, activation):
     device_id = x5.device.id
     plan = cuda_plan.plan(view, itemsize, addresses, _sm_count(device_id),
                           _blocks_per_sm(device_id, configuration.without_activation()),
-                          _l2_bytes(device_id) if l2_slicing else 0)
+                          _l2_bytes(device_id) if l2_slicing else 0, on_chip_tier=on_chip)
     index = np.uint64 if plan.index64 else np.uint32
     return plan, _kernels(configuration, plan.channels_last, device_id), index
 

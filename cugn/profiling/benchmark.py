@@ -50,8 +50,9 @@ def naive_column(device):
 
 
 def columns(device):
-    """The columns of a result row (on the GPU also cugn with its L2 slicing off)."""
-    unsliced = ["cugn_unsliced_us"] if device == "cuda" else []
+    """The columns of a result row (on the GPU also cugn with its L2 slicing off, and
+    with its on-chip tier off)."""
+    unsliced = ["cugn_unsliced_us", "cugn_on_chip_off_us"] if device == "cuda" else []
     return ["device", "date", "commit", "shape", "axis", "groups", "dtype", "pass", "cugn_us",
             *unsliced, "copy_us", "torch_us", "keras_jax_us", naive_column(device), "cugn_gbps",
             "pct_of_copy"]
@@ -108,6 +109,7 @@ def run_case(case, device="cuda", warmup=None, repeats=None):
                naive: times.get("naive")}
         if device == "cuda":
             row["cugn_unsliced_us"] = times["cugn_unsliced"]
+            row["cugn_on_chip_off_us"] = times["cugn_on_chip_off"]
         row["cugn_gbps"] = TRAFFIC[pass_name] * case.nbytes / row["cugn_us"] / 1e3
         row["pct_of_copy"] = 100 * row["copy_us"] / row["cugn_us"]
         rows.append(row)
@@ -128,7 +130,7 @@ def _warn(name, error):
 
 
 def _measure(name, fn, timer, warmup, repeats):
-    if name in ("cugn", "cugn_unsliced", "copy"):
+    if name in ("cugn", "cugn_unsliced", "cugn_on_chip_off", "copy"):
         return timer(fn, warmup, repeats)
     try:  # a peer that cannot run this case (a dtype, an axis list) is left out, loudly
         return timer(fn, warmup, repeats)
@@ -152,6 +154,7 @@ def _cuda_timers(case):
     functions = {
         "cugn": _cugn(case, data),
         "cugn_unsliced": _unsliced(_cugn(case, data)),
+        "cugn_on_chip_off": _on_chip_off(_cugn(case, data)),
         "copy": tuple(_device_copy(cp, TRAFFIC[p] * case.nbytes // 2) for p in PASSES),
         "torch": _peer("torch", _torch, case, data, "cuda"),
         "keras_jax": _peer("keras_jax", _keras_jax, case, data, "gpu"),
@@ -159,24 +162,36 @@ def _cuda_timers(case):
     }
     cupy_timer = timer("cupy")
     return _by_pass(functions, {"cugn": cupy_timer, "cugn_unsliced": cupy_timer,
+                                "cugn_on_chip_off": cupy_timer,
                                 "copy": cupy_timer, "torch": timer("torch"),
                                 "keras_jax": _jax_timer, "naive": cupy_timer})
 
 
 def _unsliced(functions):
     """cugn's (forward, backward) with the CUDA path's L2 slicing off: one part a pass."""
+    return _switched_off("l2_slicing", functions)
+
+
+def _on_chip_off(functions):
+    """cugn's (forward, backward) with the CUDA path's on-chip tier off: every pass on
+    the tiers that read their inputs twice."""
+    return _switched_off("on_chip", functions)
+
+
+def _switched_off(switch, functions):
+    """``functions`` each run with ``group_norm_cuda``'s flag ``switch`` off, for its call only."""
     from ..kernels import group_norm_cuda
 
-    def unsliced(fn):
+    def switched_off(fn):
         def call():
-            group_norm_cuda.l2_slicing = False
+            setattr(group_norm_cuda, switch, False)
             try:
                 return fn()
             finally:
-                group_norm_cuda.l2_slicing = True
+                setattr(group_norm_cuda, switch, True)
         return call
 
-    return tuple(unsliced(fn) for fn in functions)
+    return tuple(switched_off(fn) for fn in functions)
 
 
 def _device_copy(cp, nbytes):

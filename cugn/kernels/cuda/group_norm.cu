@@ -12,6 +12,8 @@
 // Forward:  statistics (partials -> finalize when groups are split) -> apply
 //           y = act(a*(x - p) + b).
 // Backward: per-channel partial sums -> group coefficients, dgamma and dbeta -> dx.
+// On chip, for a group that fits in one block's shared memory: forward_on_chip
+// alone; backward_on_chip (the sums, the coefficients and dx) -> backward_parameters.
 // With an activation, the backward recomputes its input z from x, mean and rstd
 // and takes dy*act'(z) for dy throughout (no extra tensor saved by the forward).
 // The backward also sums x - mean: the saved mean is rounded to the accumulation
@@ -269,6 +271,16 @@ struct Preactivation {
     }
   }
 
+  // From the on-chip tier's per-channel table of rstd*gamma[c] and beta[c].
+  template <typename I>
+  __device__ __forceinline__ Preactivation(const A* scales, const A* shifts, I d)
+      : scale(A(0)), shift(A(0)) {
+    if constexpr (ACT != kLinear) {
+      scale = scales[d];
+      shift = shifts[d];
+    }
+  }
+
   // dy*act'(z) from dy and x - mean.
   __device__ __forceinline__ A gradient(A dy, A centered) const {
     return through_activation<ACT>(dy, scale * centered + shift);
@@ -290,6 +302,18 @@ __device__ __forceinline__ void add_pack(Sums<A>& s, const Pack<T, V>& x, const 
 
 // ------------------------------------------------------------------ group statistics
 
+// 1/sqrt(var + epsilon) of a group of `count` values from their Welford state.
+template <typename A>
+__device__ __forceinline__ A rstd_of(const Welford<A>& w, A count, A epsilon) {
+  // Clamped at zero with a comparison, not max(), which would turn NaN (a group
+  // holding NaN or infinity) into 0.
+  A var = w.m2 / count;
+  if (var < A(0)) var = A(0);
+  const A denominator = var + epsilon;
+  // rstd = 0 where var + epsilon == 0: a constant group with epsilon 0 maps to beta.
+  return denominator == A(0) ? A(0) : A(1) / sqrt(denominator);
+}
+
 // The statistics of group q from the Welford state of its values less the pivot p
 // (the group's first value): mean and rstd, and the pivot and pivot-relative mean
 // the apply kernel uses. Written by the statistics kernels themselves when one
@@ -299,13 +323,7 @@ __device__ __forceinline__ void write_statistics(const Welford<A>& w, A p, A cou
                                                  I q, A* __restrict__ mean, A* __restrict__ rstd,
                                                  A* __restrict__ pivot,
                                                  A* __restrict__ shifted_mean) {
-  // Clamped at zero with a comparison, not max(), which would turn NaN (a group
-  // holding NaN or infinity) into 0.
-  A var = w.m2 / count;
-  if (var < A(0)) var = A(0);
-  const A denominator = var + epsilon;
-  // rstd = 0 where var + epsilon == 0: a constant group with epsilon 0 maps to beta.
-  rstd[q] = denominator == A(0) ? A(0) : A(1) / sqrt(denominator);
+  rstd[q] = rstd_of(w, count, epsilon);
   mean[q] = p + w.mean;
   pivot[q] = p;
   shifted_mean[q] = w.mean;
@@ -627,12 +645,23 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
   }
 }
 
-// One warp per group (n, g): the group sums of gamma*dy, gamma*dy*(x - mean) and
-// x - mean over its D channels and split chunks, folded into
-// dx = c1*dy + c2*(x - mean) + c3. With the residual e = sum(x - mean) / count
-// (x - mean - e is centred on the exact mean) and
+// The coefficients of dx = c1*dy + c2*(x - mean) + c3 of a group from its sums
+// `s` of gamma*dy, gamma*dy*(x - mean) and x - mean. With the residual
+// e = sum(x - mean) / count (x - mean - e is centred on the exact mean) and
 // s = sum(gamma*dy*(x - mean)) - e*sum(gamma*dy) = sum(gamma*dy*(x - mean - e)):
 // c2 = -rstd^3 * s / count and c3 = -rstd * sum(gamma*dy) / count - c2*e.
+template <typename A>
+__device__ __forceinline__ void group_coefficients(const Sums<A>& s, A r, A count, A& c2, A& c3,
+                                                   A& residual) {
+  const A e = s.centered / count;
+  const A k2 = -r * r * ((s.dy_centered - e * s.dy) * r / count);
+  c2 = k2;
+  c3 = -r * (s.dy / count) - k2 * e;
+  residual = e;
+}
+
+// One warp per group (n, g): the group sums of gamma*dy, gamma*dy*(x - mean) and
+// x - mean over its D channels and split chunks, folded into the coefficients of dx.
 template <typename T, typename I>
 __global__ void __launch_bounds__(kBlock, kMinBlocks)
     backward_coefficients(const typename AccOf<T>::type* __restrict__ partials,
@@ -660,14 +689,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     s.centered += partials[2 * slots + index];
   }
   s = warp_merge(s, 32);
-  if (lane == 0) {
-    const A r = rstd[q];
-    const A e = s.centered / count;
-    const A k2 = -r * r * ((s.dy_centered - e * s.dy) * r / count);
-    c2[q] = k2;
-    c3[q] = -r * (s.dy / count) - k2 * e;
-    residual[q] = e;
-  }
+  if (lane == 0) group_coefficients(s, rstd[q], count, c2[q], c3[q], residual[q]);
 }
 
 // One thread per channel: dbeta = sum of dy, dgamma = sum of rstd * dy*(x - mean - e)
@@ -733,6 +755,245 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
       from_acc(k1 * g + k2 * centered + k3, out.v[i]);
     }
     store_pack<V>(dx, j, out);
+  }
+}
+
+// ------------------------------------------------------------------ on-chip tier
+//
+// A group whose slice fits in kOnChipBytes (its x forward; x and dy backward) and
+// that has at most kOnChipChannels channels is normalised by one block that reads
+// it from global memory once, into shared memory: 2|X| of traffic forward in one
+// launch, 3|X| backward in two (the second, backward_parameters, sums dgamma and
+// dbeta over the batch). The budget is static shared memory, small enough that
+// several blocks stay resident per SM. The group's per-channel scale and shift
+// (rstd*gamma[c] and beta[c], forward less the mean's share) go to a table in
+// shared memory, so that gamma and beta are read once per group, not per value.
+//
+// A group (n, g) is `segments` rows of `row` vectors, G*row vectors apart (the
+// segment units above); the cache holds them in the order of their flattened
+// (row, position) index j. Thread t loads and stores the vectors j = t, t + kBlock,
+// ..., so the elementwise steps touch only its own cached vectors (no barrier).
+
+// Bytes of shared memory a block caches its group in, and the most channels a
+// group may have: cuda_plan.ON_CHIP_BYTES and ON_CHIP_CHANNELS, passed by the
+// loader as -DCUGN_ON_CHIP_BYTES and -DCUGN_ON_CHIP_CHANNELS.
+constexpr int kOnChipBytes = CUGN_ON_CHIP_BYTES;
+constexpr int kOnChipChannels = CUGN_ON_CHIP_CHANNELS;
+
+// The Welford state of `count` values from their sum and sum of squares about an
+// origin close to their mean (the corrected two-pass formula m2 = squares - sum^2/count).
+template <typename A>
+__device__ __forceinline__ Welford<A> welford_of_sums(A count, A sum, A squares) {
+  if (count == A(0)) return empty_welford<A>();
+  const A mean = divide(sum, count);
+  const Welford<A> w = {count, mean, squares - mean * sum};
+  return w;
+}
+
+// The channel, within its group, of value i of the vector at `position` in its row:
+// with S == 1 the V values are V channels, else V positions of one channel.
+template <bool CHANNELS_LAST, int V, typename I>
+__device__ __forceinline__ I channel_in_group(I position, int i, I spatial) {
+  return CHANNELS_LAST ? position * I(V) + I(i) : position * I(V) / spatial;
+}
+
+// The exact two-pass statistics of a group held in shared memory, then
+// y = act(a*(x - mu) + b) from the cache. The first pass sums x - p as the group is
+// read (p, each thread's first value, keeps the sums small when |mean| >> std),
+// for the mean mu; the second sums x - mu and its squares from the cache, for m2
+// and the residual e = mean(x - mu), which the saved mean mu + e and the shift
+// b = beta[c] - a*e take in, as forward_apply's pivot and shifted mean.
+template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT>
+__global__ void __launch_bounds__(kBlock, kMinBlocks)
+    forward_on_chip(const T* __restrict__ x, T* __restrict__ y,
+                    const typename AccOf<T>::type* __restrict__ gamma,
+                    const typename AccOf<T>::type* __restrict__ beta,
+                    typename AccOf<T>::type* __restrict__ mean,
+                    typename AccOf<T>::type* __restrict__ rstd, I groups, I segments, I row,
+                    I group_channels, I spatial, typename AccOf<T>::type count,
+                    typename AccOf<T>::type epsilon) {
+  typedef typename AccOf<T>::type A;
+  __shared__ Pack<T, V> cache[kOnChipBytes / sizeof(Pack<T, V>)];
+  __shared__ A scale[kOnChipChannels];
+  __shared__ A shift[kOnChipChannels];
+  __shared__ A broadcast[3];
+  const I q = I(blockIdx.x);
+  const I base = (q / groups) * segments * groups * row + (q % groups) * row;
+  const I stride = groups * row;
+  const I vectors = segments * row;
+  A p = A(0), sum = A(0);
+  I held = 0;  // vectors this thread holds
+#pragma unroll 4
+  for (I j = I(threadIdx.x); j < vectors; j += I(kBlock)) {
+    const Pack<T, V> pack = load_pack<V>(x, base + segment_offset(j, row, stride, segments));
+    cache[j] = pack;
+    if (held == 0) p = to_acc(pack.v[0]);
+#pragma unroll
+    for (int i = 0; i < V; ++i) sum += to_acc(pack.v[i]) - p;
+    ++held;
+  }
+  const A values = A(held * I(V));
+  // The first pass wants the mean alone: its m2 is not used.
+  Welford<A> w = welford_of_sums(values, sum, A(0));
+  w.mean += p;
+  w = block_merge(w, empty_welford<A>());
+  if (threadIdx.x == 0) broadcast[0] = w.mean;
+  __syncthreads();
+  const A mu = broadcast[0];
+  A centered = A(0), squares = A(0);
+#pragma unroll 4
+  for (I j = I(threadIdx.x); j < vectors; j += I(kBlock)) {
+    const Pack<T, V> pack = cache[j];
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const A d = to_acc(pack.v[i]) - mu;
+      centered += d;
+      squares += d * d;
+    }
+  }
+  w = block_merge(welford_of_sums(values, centered, squares), empty_welford<A>());
+  if (threadIdx.x == 0) {
+    const A r = rstd_of(w, count, epsilon);
+    rstd[q] = r;
+    mean[q] = mu + w.mean;
+    broadcast[1] = r;
+    broadcast[2] = w.mean;
+  }
+  __syncthreads();
+  const I first_channel = (q % groups) * group_channels;
+  for (I d = I(threadIdx.x); d < group_channels; d += I(kBlock)) {
+    const A a = gamma == nullptr ? broadcast[1] : broadcast[1] * gamma[first_channel + d];
+    scale[d] = a;
+    shift[d] = (beta == nullptr ? A(0) : beta[first_channel + d]) - a * broadcast[2];
+  }
+  __syncthreads();
+  for (I j = I(threadIdx.x); j < vectors; j += I(kBlock)) {
+    const Pack<T, V> in = cache[j];
+    const I position = j % row;
+    Pack<T, V> out;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      const I d = channel_in_group<CHANNELS_LAST, V>(position, i, spatial);
+      from_acc(activate<ACT>(scale[d] * (to_acc(in.v[i]) - mu) + shift[d]), out.v[i]);
+    }
+    store_pack<V>(y, base + segment_offset(j, row, stride, segments), out);
+  }
+}
+
+// The element of value t (of segments*S) of channel d in a cached group of
+// `segments` rows of D*S values.
+template <bool CHANNELS_LAST, typename I>
+__device__ __forceinline__ I cached_index(I t, I d, I segments, I group_channels, I spatial) {
+  if (CHANNELS_LAST) return t * group_channels + d;
+  return segments == 1 ? d * spatial + t
+                       : ((t / spatial) * group_channels + d) * spatial + t % spatial;
+}
+
+// The backward of a group held in shared memory: x and dy read once; per channel,
+// `unit_threads` lanes (a power of two <= 32) sum g, g*(x - mean) and x - mean
+// from the cache (g = dy, or dy*act'(z) with an activation) and write the first
+// two as the (n, c) partials backward_parameters takes (split 1: two arrays of
+// N*C values); the channels' sums, gamma-weighted, give the group's coefficients
+// and residual, and dx is written from the cache. The table holds
+// c1 = rstd*gamma[c] (also z's scale) and beta[c] (z's shift).
+template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT>
+__global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBlocksActivated)
+    backward_on_chip(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dx,
+                     const typename AccOf<T>::type* __restrict__ gamma,
+                     const typename AccOf<T>::type* __restrict__ beta,
+                     const typename AccOf<T>::type* __restrict__ mean,
+                     const typename AccOf<T>::type* __restrict__ rstd,
+                     typename AccOf<T>::type* __restrict__ partials,
+                     typename AccOf<T>::type* __restrict__ residual, I groups, I segments,
+                     I row, I group_channels, I spatial, int unit_threads,
+                     typename AccOf<T>::type count) {
+  typedef typename AccOf<T>::type A;
+  __shared__ Pack<T, V> x_cache[kOnChipBytes / 2 / sizeof(Pack<T, V>)];
+  __shared__ Pack<T, V> dy_cache[kOnChipBytes / 2 / sizeof(Pack<T, V>)];
+  __shared__ A scale[kOnChipChannels];
+  __shared__ A shift[kOnChipChannels];
+  __shared__ A broadcast[4];
+  const I q = I(blockIdx.x);
+  const I base = (q / groups) * segments * groups * row + (q % groups) * row;
+  const I stride = groups * row;
+  const I vectors = segments * row;
+  const I first_channel = (q % groups) * group_channels;
+  if (threadIdx.x == 0) {
+    broadcast[0] = mean[q];
+    broadcast[1] = rstd[q];
+  }
+  for (I d = I(threadIdx.x); d < group_channels; d += I(kBlock)) {
+    scale[d] = gamma == nullptr ? rstd[q] : rstd[q] * gamma[first_channel + d];
+    if constexpr (ACT != kLinear) shift[d] = beta == nullptr ? A(0) : beta[first_channel + d];
+  }
+#pragma unroll(ACT == kLinear ? 4 : 2)
+  for (I j = I(threadIdx.x); j < vectors; j += I(kBlock)) {
+    const I offset = base + segment_offset(j, row, stride, segments);
+    x_cache[j] = load_pack<V>(x, offset);
+    dy_cache[j] = load_pack<V>(dy, offset);
+  }
+  __syncthreads();  // the channels' sums read every thread's vectors and the table
+  const A mu = broadcast[0];
+  const A r = broadcast[1];
+  const T* xs = reinterpret_cast<const T*>(x_cache);
+  const T* gs = reinterpret_cast<const T*>(dy_cache);
+  const I channels = groups * group_channels;
+  const I index = (q / groups) * channels + first_channel;  // of channel 0's partials
+  const I slots = I(gridDim.x) / groups * channels;
+  const I channel_values = segments * spatial;
+  const int lane = threadIdx.x & (unit_threads - 1);
+  const int units = kBlock / unit_threads;
+  const Sums<A> empty = {A(0), A(0), A(0)};
+  Sums<A> group = empty;  // gamma-weighted, on the first lane of each unit
+  // Rounds over the channels, the same count for every thread: the lanes of a unit
+  // merge with shuffles, which every lane of the warp must reach.
+  for (I first = 0; first < group_channels; first += I(units)) {
+    const I d = first + I(threadIdx.x / unit_threads);
+    Sums<A> s = empty;
+    if (d < group_channels) {
+      const Preactivation<ACT, A> z(scale, shift, d);
+#pragma unroll(ACT == kLinear ? 4 : 1)
+      for (I t = I(lane); t < channel_values; t += I(unit_threads)) {
+        const I k = cached_index<CHANNELS_LAST>(t, d, segments, group_channels, spatial);
+        const A c = to_acc(xs[k]) - mu;
+        const A g = z.gradient(to_acc(gs[k]), c);
+        s.dy += g;
+        s.dy_centered += g * c;
+        s.centered += c;
+      }
+    }
+    s = warp_merge(s, unit_threads);
+    if (lane == 0 && d < group_channels) {
+      partials[index + d] = s.dy;
+      partials[slots + index + d] = s.dy_centered;
+      const A w = gamma == nullptr ? A(1) : gamma[first_channel + d];
+      group.dy += w * s.dy;
+      group.dy_centered += w * s.dy_centered;
+      group.centered += s.centered;
+    }
+  }
+  group = block_merge(group, empty);
+  if (threadIdx.x == 0) {
+    group_coefficients(group, r, count, broadcast[2], broadcast[3], residual[q]);
+  }
+  __syncthreads();
+  const A k2 = broadcast[2];
+  const A k3 = broadcast[3];
+#pragma unroll(ACT == kLinear ? 4 : 1)
+  for (I j = I(threadIdx.x); j < vectors; j += I(kBlock)) {
+    const I position = j % row;
+    // dx replaces dy in the thread's own cached vector, value by value: with an
+    // activation (erf and exp, in double for double) the values go one at a time,
+    // where V of them at once would spill.
+    T* out = dy_cache[j].v;
+#pragma unroll(ACT == kLinear ? V : 1)
+    for (int i = 0; i < V; ++i) {
+      const I d = channel_in_group<CHANNELS_LAST, V>(position, i, spatial);
+      const A centered = to_acc(x_cache[j].v[i]) - mu;
+      const A g = Preactivation<ACT, A>(scale, shift, d).gradient(to_acc(out[i]), centered);
+      from_acc(scale[d] * g + k2 * centered + k3, out[i]);
+    }
+    store_pack<V>(dx, base + segment_offset(j, row, stride, segments), dy_cache[j]);
   }
 }
 
