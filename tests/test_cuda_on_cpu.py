@@ -246,7 +246,9 @@ def test_64_bit_indices(monkeypatch, dtype):
                    for name in [launch.name_expression])
 
 
-def test_non_contiguous_inputs():
+@pytest.mark.parametrize("on_chip_tier", [False, True], ids=["read twice", "on chip"])
+def test_non_contiguous_inputs(on_chip_tier, monkeypatch):
+    monkeypatch.setattr(group_norm_cuda, "on_chip", on_chip_tier)
     device = make_device()
     layout = make_layout((2, 8, 8, 16), -1, 4)
     x, dy, gamma, beta = make_inputs((2, 8, 16, 16), layout, np.float32)
@@ -256,6 +258,9 @@ def test_non_contiguous_inputs():
                                                 device.asarray(beta), layout, 1e-3)
         grads = group_norm_cuda.backward(strided(x), strided(dy), device.asarray(gamma), mean,
                                          rstd, layout)
+    if on_chip_tier:
+        assert [launch.kernel for launch in device.launches] == [
+            *ON_CHIP_KERNELS["forward"], *ON_CHIP_KERNELS["backward"]]
     got = [np.array(a) for a in (y, mean, rstd, *grads)]
     want = run_reference(layout, x[:, :, ::2], dy[:, :, ::2], gamma, beta, 1e-3)
     assert_matches(got, want, layout, np.float32)
@@ -820,7 +825,14 @@ ACTIVATION_CASES = [CASES[0], CASES[1], CASES[5], CASES[14], CASES[17], CASES[18
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 @pytest.mark.parametrize("shape, axis, groups", ACTIVATION_CASES, ids=str)
 def test_a_fused_activation_equals_the_composition(shape, axis, groups, dtype, activation):
-    device = make_device()
+    fused = check_fused_activation(make_device(), shape, axis, groups, dtype, activation)
+    assert len(fused) == 3  # the apply, one partial-sums kernel and dx
+
+
+def check_fused_activation(device, shape, axis, groups, dtype, activation):
+    """Runs both passes with ``activation`` fused against the float64 composition;
+    returns the name expressions of the launches the activation changes, each of
+    which must be instantiated for it."""
     layout = make_layout(shape, axis, groups)
     x, dy, gamma, beta = make_inputs(shape, layout, dtype)
     got = run_cuda(device, layout, x, dy, gamma, beta, 1e-3, activation=activation)
@@ -828,8 +840,8 @@ def test_a_fused_activation_equals_the_composition(shape, axis, groups, dtype, a
     assert_matches(got, want, layout, np.dtype(dtype), activation, dy, gamma)
     fused = [launch.name_expression for launch in device.launches
              if launch.kernel in cuda_loader.ACTIVATED_KERNELS]
-    assert len(fused) == 3  # the apply, one partial-sums kernel and dx
     assert all(name.endswith(f"{cuda_loader.ACTIVATIONS[activation]}>") for name in fused)
+    return fused
 
 
 @pytest.mark.parametrize("center, scale", [(False, False), (True, False), (False, True)])
@@ -1049,17 +1061,9 @@ def test_on_chip_bitwise_equal_in_every_block_and_thread_order(on_chip, shape, a
                          ids=str)
 def test_on_chip_fused_activation_equals_the_composition(on_chip, shape, axis, groups, dtype,
                                                          activation):
-    device = one_sm()
-    layout = make_layout(shape, axis, groups)
-    x, dy, gamma, beta = make_inputs(shape, layout, dtype)
-    got = run_cuda(device, layout, x, dy, gamma, beta, 1e-3, activation=activation)
-    want = activated_reference(layout, x, dy, gamma, beta, 1e-3, activation)
-    assert_matches(got, want, layout, np.dtype(dtype), activation, dy, gamma)
-    fused = [launch.name_expression for launch in device.launches
-             if launch.kernel in cuda_loader.ACTIVATED_KERNELS]
+    fused = check_fused_activation(one_sm(), shape, axis, groups, dtype, activation)
     assert [name.split("<")[0] for name in fused] == ["cugn::forward_on_chip",
                                                       "cugn::backward_on_chip"]
-    assert all(name.endswith(f"{cuda_loader.ACTIVATIONS[activation]}>") for name in fused)
 
 
 def test_on_chip_fused_activation_uses_beta_in_the_backward(on_chip):
@@ -1119,23 +1123,6 @@ def test_on_chip_statistics_stay_exact_when_the_mean_dwarfs_the_spread(on_chip, 
     want = run_reference(layout, x, dy.astype(dtype), gamma, beta, 1e-3)
     assert_matches(got, want, layout, dtype, dy=dy, gamma=gamma)
     np.testing.assert_allclose(got[2], want[2], rtol=1e-5)  # rstd
-
-
-def test_on_chip_non_contiguous_inputs(on_chip):
-    device = one_sm()
-    layout = make_layout((2, 8, 8, 16), -1, 4)
-    x, dy, gamma, beta = make_inputs((2, 8, 16, 16), layout, np.float32)
-    with device.installed():
-        strided = lambda a: device.asarray(a)[:, :, ::2]  # noqa: E731
-        y, mean, rstd = group_norm_cuda.forward(strided(x), device.asarray(gamma),
-                                                device.asarray(beta), layout, 1e-3)
-        grads = group_norm_cuda.backward(strided(x), strided(dy), device.asarray(gamma), mean,
-                                         rstd, layout)
-    assert [launch.kernel for launch in device.launches] == [
-        *ON_CHIP_KERNELS["forward"], *ON_CHIP_KERNELS["backward"]]
-    got = [np.array(a) for a in (y, mean, rstd, *grads)]
-    want = run_reference(layout, x[:, :, ::2], dy[:, :, ::2], gamma, beta, 1e-3)
-    assert_matches(got, want, layout, np.float32)
 
 
 @pytest.mark.parametrize("shape, axis", [((0, 8, 8, 32), -1), ((0, 32, 8, 8), 1)])

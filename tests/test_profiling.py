@@ -253,27 +253,20 @@ def test_silu_script_refuses_to_run_without_a_gpu(monkeypatch, tmp_path, capsys)
     assert not list(tmp_path.iterdir())
 
 
-def test_the_unsliced_peer_turns_the_l2_slicing_off_for_its_call_only():
+@pytest.mark.parametrize("peer, switch", [("_unsliced", "l2_slicing"),
+                                          ("_on_chip_off", "on_chip")])
+def test_a_switched_off_peer_turns_its_switch_off_for_its_call_only(peer, switch):
     from cugn.kernels import group_norm_cuda
 
     seen = []
-    forward, backward = benchmark._unsliced((lambda: seen.append(group_norm_cuda.l2_slicing),
-                                             lambda: 1 / 0))
+    forward, backward = getattr(benchmark, peer)(
+        (lambda: seen.append(getattr(group_norm_cuda, switch)), lambda: 1 / 0))
     forward()
     with pytest.raises(ZeroDivisionError):
         backward()
-    assert seen == [False] and group_norm_cuda.l2_slicing is True
+    assert seen == [False] and getattr(group_norm_cuda, switch) is True
 
 
-def test_the_on_chip_off_peer_turns_the_on_chip_tier_off_for_its_call_only():
-    from cugn.kernels import group_norm_cuda
-
-    seen = []
-    forward, backward = benchmark._on_chip_off((lambda: seen.append(group_norm_cuda.on_chip),
-                                                lambda: 1 / 0))
-    forward()
-    with pytest.raises(ZeroDivisionError):
-        backward()
-    assert seen == [False] and group_norm_cuda.on_chip is True
+def test_the_gpu_columns_have_both_switched_off_peers():
     assert benchmark.columns("cuda").index("cugn_on_chip_off_us") == \
         benchmark.columns("cuda").index("cugn_unsliced_us") + 1
