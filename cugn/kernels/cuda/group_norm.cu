@@ -797,6 +797,21 @@ __device__ __forceinline__ I channel_in_group(I position, int i, I spatial) {
   return CHANNELS_LAST ? position * I(V) + I(i) : position * I(V) / spatial;
 }
 
+// Where the vectors of group q lie: `vectors` of them, vector j of the cache at
+// offset(j) of the input.
+template <typename I>
+struct CachedGroup {
+  I base, stride, row, segments, vectors;
+
+  __device__ __forceinline__ CachedGroup(I q, I groups, I segments_, I row_)
+      : base((q / groups) * segments_ * groups * row_ + (q % groups) * row_),
+        stride(groups * row_), row(row_), segments(segments_), vectors(segments_ * row_) {}
+
+  __device__ __forceinline__ I offset(I j) const {
+    return base + segment_offset(j, row, stride, segments);
+  }
+};
+
 // The exact two-pass statistics of a group held in shared memory, then
 // y = act(a*(x - mu) + b) from the cache. The first pass sums x - p as the group is
 // read (p, each thread's first value, keeps the sums small when |mean| >> std),
@@ -818,14 +833,13 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   __shared__ A shift[kOnChipChannels];
   __shared__ A broadcast[3];
   const I q = I(blockIdx.x);
-  const I base = (q / groups) * segments * groups * row + (q % groups) * row;
-  const I stride = groups * row;
-  const I vectors = segments * row;
+  const CachedGroup<I> cached(q, groups, segments, row);
+  const I vectors = cached.vectors;
   A p = A(0), sum = A(0);
   I held = 0;  // vectors this thread holds
 #pragma unroll 4
   for (I j = I(threadIdx.x); j < vectors; j += I(kBlock)) {
-    const Pack<T, V> pack = load_pack<V>(x, base + segment_offset(j, row, stride, segments));
+    const Pack<T, V> pack = load_pack<V>(x, cached.offset(j));
     cache[j] = pack;
     if (held == 0) p = to_acc(pack.v[0]);
 #pragma unroll
@@ -876,7 +890,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
       const I d = channel_in_group<CHANNELS_LAST, V>(position, i, spatial);
       from_acc(activate<ACT>(scale[d] * (to_acc(in.v[i]) - mu) + shift[d]), out.v[i]);
     }
-    store_pack<V>(y, base + segment_offset(j, row, stride, segments), out);
+    store_pack<V>(y, cached.offset(j), out);
   }
 }
 
@@ -914,9 +928,8 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
   __shared__ A shift[kOnChipChannels];
   __shared__ A broadcast[4];
   const I q = I(blockIdx.x);
-  const I base = (q / groups) * segments * groups * row + (q % groups) * row;
-  const I stride = groups * row;
-  const I vectors = segments * row;
+  const CachedGroup<I> cached(q, groups, segments, row);
+  const I vectors = cached.vectors;
   const I first_channel = (q % groups) * group_channels;
   if (threadIdx.x == 0) {
     broadcast[0] = mean[q];
@@ -928,7 +941,7 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
   }
 #pragma unroll(ACT == kLinear ? 4 : 2)
   for (I j = I(threadIdx.x); j < vectors; j += I(kBlock)) {
-    const I offset = base + segment_offset(j, row, stride, segments);
+    const I offset = cached.offset(j);
     x_cache[j] = load_pack<V>(x, offset);
     dy_cache[j] = load_pack<V>(dy, offset);
   }
@@ -993,7 +1006,7 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
       const A g = Preactivation<ACT, A>(scale, shift, d).gradient(to_acc(out[i]), centered);
       from_acc(scale[d] * g + k2 * centered + k3, out[i]);
     }
-    store_pack<V>(dx, base + segment_offset(j, row, stride, segments), dy_cache[j]);
+    store_pack<V>(dx, cached.offset(j), dy_cache[j]);
   }
 }
 
