@@ -166,9 +166,8 @@ class SiLU(Function):
     @staticmethod
     def backward(ctx, grad):
         a, slope = ctx.saved_tensors
-        if is_grad_enabled():  # create_graph: sigmoid recorded from a, so differentiable
-            s = sigmoid(a)
-            return grad * (s * (1 + a * (1 - s)))
+        if is_grad_enabled():  # create_graph: recorded from a, so differentiable
+            return grad * silu_derivative(a)
         return grad * slope
 
 
