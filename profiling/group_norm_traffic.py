@@ -42,22 +42,23 @@ import group_norm_gpu  # noqa: E402  (the GPU benchmark's cases)
 
 from cugn.functions.normalization import check_axis, feature_axes  # noqa: E402
 from cugn.kernels import GroupLayout, group_norm_cuda  # noqa: E402
-from cugn.kernels.cuda_on_cpu import LINE_BYTES, Device  # noqa: E402
+from cugn.kernels.cuda_on_cpu import Device  # noqa: E402
 from cugn.profiling import benchmark  # noqa: E402
 from cugn.profiling.timing import format_table  # noqa: E402
 
 SM_COUNT = 132
 BLOCKS_PER_SM = 4
 L2_BYTES = 60 * 2 ** 20
+L2_LINE_BYTES = 128  # the lines of L2, and those the harness records each launch touched
 GOAL = 1.05
 COLUMNS = ["shape", "axis", "groups", "dtype", "pass", "launches", "global_bytes", "dram_bytes",
            "minimum_bytes", "dram/minimum"]
 
 
-def dram_bytes(launches, l2_bytes=L2_BYTES, line_bytes=LINE_BYTES):
+def dram_bytes(launches, l2_bytes=L2_BYTES, line_bytes=L2_LINE_BYTES):
     """The bytes ``launches`` move to and from DRAM, in order, with an L2 of ``l2_bytes``.
 
-    The model: L2 holds lines of ``line_bytes`` (the harness's granularity), the
+    The model: L2 holds lines of ``line_bytes`` (those the harness recorded), the
     least recently used out first, reads and stores alike (write-allocate). Each
     launch touches the lines of its spans (``Traffic.touched``), taken in the
     order a grid sweeping its data reaches them: by their place among the
@@ -103,7 +104,8 @@ def measure(case, seed=0):
     layout = GroupLayout(case.shape, axes, case.groups)
     rng = np.random.default_rng(seed)
     dtype = np.dtype(case.dtype)
-    device = Device(sm_count=SM_COUNT, blocks_per_sm=BLOCKS_PER_SM, l2_bytes=L2_BYTES)
+    device = Device(sm_count=SM_COUNT, blocks_per_sm=BLOCKS_PER_SM, l2_bytes=L2_BYTES,
+                    line_bytes=L2_LINE_BYTES)
     x = device.asarray(rng.standard_normal(case.shape, np.float32).astype(dtype))
     dy = device.asarray(rng.standard_normal(case.shape, np.float32).astype(dtype))
     gamma = device.asarray(np.ones(layout.feature_shape, np.float32))

@@ -429,6 +429,10 @@ SLICED = [  # shape, axis, groups, an L2 of which half holds one sample's x and 
     ((4, 8, 8, 32), -1, 4, 2 * 2 * 8 * 8 * 32 * 4),   # channels-last: whole samples
     ((3, 32, 8, 8), 1, 4, 2 * 2 * 8 * 8 * 8 * 4),     # channels-first: two groups a part
     ((3, 6, 12, 5), 2, 3, 2 * 2 * 6 * 12 * 5 * 4),    # a middle axis (M = 6, S = 5)
+    # channels-last, half the L2 holding a quarter of a float32 sample's x and dy (16
+    # kB): windows of 2 groups (float32, backward) to 8 (16-bit, forward); at least 32
+    # vectors of channels in each, so tiles of as many lanes and rows as the whole's.
+    ((2, 4, 4, 512), -1, 8, 32 * 1024),
 ]
 
 
@@ -443,9 +447,10 @@ def test_parts_give_bitwise_the_results_of_one_pass(shape, axis, groups, l2_byte
                                                     center, scale)
     assert len(one.forward) == len(one.backward) == 1
     assert len(sliced.backward) > 1 and len(part_launches) > len(whole_launches)
-    # The same reductions (tiers, splits, chunks) per unit: only the launches differ.
+    # The same reductions (tiers, splits, chunks, tiles' lanes and rows) per unit: only
+    # the launches differ.
     for a, b in ((one.statistics, sliced.statistics), (one.partials, sliced.partials)):
-        assert replace(a, grid=0) == replace(b, grid=0)
+        assert replace(a, grid=0, column_chunks=0) == replace(b, grid=0, column_chunks=0)
     for name, a, b in zip(NAMES, whole, parts):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
 
@@ -469,13 +474,46 @@ def x_spans(launch):
     return [(s.offset, s.offset + s.nbytes) for s in x.touched]
 
 
-@pytest.mark.parametrize("shape, axis, groups", [((1, 96, 8, 64), -1, 8),    # column tiles
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=dtype_ids)
+@pytest.mark.parametrize("shape, groups", [((1, 16, 16, 512), 8),    # column tiles
+                                           ((1, 8, 8, 4096), 8)],    # segments: D = 512
+                         ids=str)
+def test_a_window_of_channels_last_groups_touches_only_its_channels_of_each_row(
+        shape, groups, dtype):
+    itemsize = np.dtype(dtype).itemsize
+    rows, channels = shape[1] * shape[2], shape[3]
+    row = channels * itemsize
+    group_bytes = rows * channels // groups * itemsize
+    # Half the L2 holds 4 groups of x, or x and dy of 2: windows of half of each row
+    # (forward) and a quarter (backward).
+    device = make_device(l2_bytes=2 * 4 * group_bytes, line_bytes=128)
+    check(shape, -1, groups, dtype, device=device)
+    plan = plan_of(shape, -1, groups, dtype, device)
+    for parts, kernels, window in ((plan.forward, ("forward_stats", "forward_apply"), row // 2),
+                                   (plan.backward, ("backward_partials", "backward_dx"),
+                                    row // 4)):
+        assert [part.view[2] * channels // groups * itemsize for part in parts] == \
+            [window] * (row // window)
+        for kernel in kernels:
+            launches = [l for l in device.launches if l.kernel.startswith(kernel)]
+            assert len(launches) == len(parts)
+            for k, launch in enumerate(launches):
+                # Every row's window, each line whole (windows start on one), nothing else.
+                assert x_spans(launch) == [(m * row + k * window, m * row + (k + 1) * window)
+                                           for m in range(rows)], (kernel, k)
+                if kernel.endswith(("_apply", "_dx")):  # each value read once
+                    (x,) = [t for t in launch.traffic if t.parameters[0] == "x"]
+                    assert x.read == rows * window
+
+
+@pytest.mark.parametrize("shape, axis, groups", [((1, 96, 8, 64), -1, 2),    # column tiles
                                                  ((1, 96, 4, 80), 2, 4)],   # segments, S = 80
                          ids=str)
 @pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=dtype_ids)
 def test_a_sample_larger_than_its_share_runs_in_pieces_the_second_pass_last_first(
         shape, axis, groups, dtype):
-    # One multiprocessor and an L2 of 64 kB: pieces of at least 16 kB of each input.
+    # One multiprocessor and an L2 of 64 kB: pieces of at least 16 kB of each input (a
+    # group alone is larger than half the L2: no window of groups holds it).
     device = make_device(sm_count=1, blocks_per_sm=1, l2_bytes=64 * 1024)
     check(shape, axis, groups, dtype, device=device)
     plan = plan_of(shape, axis, groups, dtype, device)
@@ -499,7 +537,7 @@ def test_a_sample_larger_than_its_share_runs_in_pieces_the_second_pass_last_firs
 def test_pieces_keep_the_statistics_exact_when_the_mean_dwarfs_the_spread(dtype):
     # Each piece's statistics are shifted by its own first values; the host moves them
     # onto the part's before they are merged.
-    shape, axis, groups = (1, 96, 8, 64), -1, 8
+    shape, axis, groups = (1, 96, 8, 64), -1, 2
     device = make_device(sm_count=1, blocks_per_sm=1, l2_bytes=64 * 1024)
     layout = make_layout(shape, axis, groups)
     x, dy, gamma, beta = make_inputs(shape, layout, np.float64)
@@ -617,7 +655,7 @@ def test_planted_shared_index_past_its_end():
 
 
 def test_planted_global_write_past_the_end():
-    source = planted("    store_pack<V>(y, j, out);", "    store_pack<V>(y, j + 1, out);")
+    source = planted("    store_pack<V>(y, address, out);", "    store_pack<V>(y, address + 1, out);")
     # Caught as it happens in the checked build, by the guard zones after the launch in the others.
     with pytest.raises(KernelError, match=r"global store of 16 bytes at byte 8192 of allocation"
                                           r"|wrote outside an allocation of 8192 bytes \(y\), "
@@ -720,9 +758,9 @@ __global__ void touch(const float* __restrict__ in, float* __restrict__ out, uns
 """
 
 
-def touched(first, count, stride, values=10000):
+def touched(first, count, stride, values=10000, line_bytes=LINE_BYTES):
     """The spans of ``in`` and ``out`` one launch of ``touch`` gives."""
-    device = make_device(source=cuda_loader.source() + TOUCH)
+    device = make_device(source=cuda_loader.source() + TOUCH, line_bytes=line_bytes)
     touch = device.compile(["cugn::touch"])["cugn::touch"]
     data, out = device.zeros(values, np.float32), device.zeros(values, np.float32)
     touch((1,), (64,), (data, out, np.uint32(first), np.uint32(count), np.uint32(stride)))
@@ -743,6 +781,17 @@ def test_a_launch_records_the_lines_it_touched_in_each_allocation():
     # The last line ends with the allocation (40000 bytes, 9 whole lines and 3136 bytes).
     read, _ = touched(9999, 1, 1)
     assert read == (Span(9 * line, 40000 - 9 * line, 4, 0),)
+
+
+def test_a_device_records_lines_of_its_own_size():
+    # Floats 1100 to 3099 in lines of 128 bytes: lines 34 to 96, bytes 4352 to 12416.
+    read, _ = touched(1100, 2000, 1, line_bytes=128)
+    assert read == (Span(34 * 128, 63 * 128, 8000, 0),)
+    # Every 64th float: 256 bytes apart, every other line.
+    read, _ = touched(0, 3, 64, line_bytes=128)
+    assert read == tuple(Span(k * 128, 128, 4, 0) for k in (0, 2, 4))
+    with pytest.raises(ValueError, match="line_bytes must be a power of two, got 100"):
+        Device(line_bytes=100)
 
 
 
@@ -912,7 +961,7 @@ def test_a_fused_activation_in_parts_gives_bitwise_the_results_of_one_pass(
 
 
 def test_a_fused_activation_in_pieces_of_one_sample_equals_the_composition():
-    shape, axis, groups = (1, 96, 8, 64), -1, 8
+    shape, axis, groups = (1, 96, 8, 64), -1, 2
     device = make_device(sm_count=1, blocks_per_sm=1, l2_bytes=64 * 1024)
     layout = make_layout(shape, axis, groups)
     x, dy, gamma, beta = make_inputs(shape, layout, np.float32)

@@ -330,7 +330,10 @@ def check_every_value_written(cp, cuda, shape, axis, groups, dtype):
 @pytest.mark.parametrize("shape, axis, groups, l2_bytes", [
     ((8, 16, 16, 64), -1, 8, 256 * 1024),   # whole samples a part (64 kB a sample)
     ((2, 64, 64, 64), 1, 32, 1 << 20),      # channels-first: groups of a 1 MB sample a part
-    ((1, 8192, 2048), -1, 32, 4 << 20),     # a sample of 32 or 64 MB: pieces of rows
+    # A sample of 32 or 64 MB: windows of 1 or 2 groups of 1 or 2 MB; the float32
+    # backward's x and dy of one group exceed the 2 MB share: pieces of rows.
+    ((1, 8192, 2048), -1, 32, 4 << 20),
+    ((1, 8192, 2048), -1, 1, 4 << 20),      # one group: pieces of rows
     ((1, 8192, 2048), 1, 32, 16 << 20),     # channels-first: groups a part
 ])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=dtype_ids)

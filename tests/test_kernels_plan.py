@@ -141,25 +141,29 @@ MB = 2 ** 20
 
 
 def covers(parts, view):
-    """The parts tile the view in order: each starts where the one before ends, its
-    groups and channels follow from its place, and its pieces tile its rows."""
+    """The parts tile the view in order: each takes every row of the groups that
+    follow the last part's (whole samples, or a run of groups of one sample), from
+    the offset, group and channel of its first group, and its pieces tile its rows
+    in order, the input's pitch apart."""
     batch, rows, groups, group_channels, spatial = view
-    offset = 0
+    pitch = groups * group_channels * spatial
+    unit = 0
     for part in parts:
         n, part_rows, part_groups, d, s = part.view
         assert (part_rows, d, s) == (rows, group_channels, spatial)
-        assert part.offset == offset
-        sample, within = divmod(part.offset, rows * groups * group_channels * spatial)
-        assert part.unit == sample * groups + part.channel // group_channels
-        assert within == part.channel * spatial and part.channel % group_channels == 0
-        offset += math.prod(part.view)
-        start = 0
+        sample, g = divmod(unit, groups)
+        assert part.unit == unit and g + part_groups <= groups
+        assert n == 1 or (g == 0 and part_groups == groups)
+        assert part.channel == g * group_channels
+        assert part.offset == sample * rows * pitch + g * group_channels * spatial
+        unit += n * part_groups
+        row = 0
         for piece in part.pieces:
-            assert piece.offset == start and piece.view[0] == n and piece.view[2:] == (
-                part_groups, d, s)
-            start += math.prod(piece.view)
-        assert start == math.prod(part.view)
-    assert offset == math.prod(view)
+            assert piece.offset == row * pitch
+            assert piece.view[0] == n and piece.view[2:] == (part_groups, d, s)
+            row += piece.view[1]
+        assert row == rows
+    assert unit == batch * groups
 
 
 @pytest.mark.parametrize("view", [
@@ -213,20 +217,59 @@ def test_channels_first_samples_larger_than_half_the_l2_are_cut_into_groups():
         assert len({part.split for part in parts}) == 1
 
 
-def test_samples_with_rows_larger_than_half_the_l2_are_cut_into_pieces():
-    view = (2, 16384, 32, 16, 1)  # (2, 128, 128, 512) float32: 32 MB a sample
-    p = make(view, 4, l2_bytes=60 * MB)
-    for parts, inputs in ((p.forward, 1), (p.backward, 2)):
-        assert [part.view[0] for part in parts] == [1, 1]
+def test_channels_last_samples_larger_than_half_the_l2_are_cut_into_windows_of_groups():
+    view = (2, 16384, 32, 16, 1)  # (2, 128, 128, 512) float32: 32 MB a sample, 1 MB a group
+    p = make(view, 4)
+    # Forward 30 MB of x: 30 groups; in runs of 2 groups, a line of 128 bytes a row.
+    assert [(part.unit, part.view[2]) for part in p.forward] == [
+        (0, 16), (16, 16), (32, 16), (48, 16)]
+    # Backward 30 MB of x and dy: 15 groups, 7 runs of 2: 3 parts of 6, 5 and 5 runs.
+    assert [part.view[2] for part in p.backward] == [12, 10, 10] * 2
+    for parts in (p.forward, p.backward):
         covers(parts, view)
-        for part in parts:
-            rows = [piece.view[1] for piece in part.pieces]
-            assert len(rows) > 1 and max(rows) - min(rows) <= 1
-            # A piece holds a quarter of the share, or enough rows for every resident block.
-            filled = RESIDENT * BLOCK * cuda_plan.MIN_ROWS_PER_THREAD * 16 * inputs
-            most = max(30 * MB / 4, filled) // (512 * 4 * inputs)
-            assert max(rows) <= most < max(rows) + 1 + most // len(rows)
-            assert part.split == sum(piece.reduction.split for piece in part.pieces)
+        assert all(len(part.pieces) == 1 for part in parts)
+        assert len({part.split for part in parts}) == 1
+        # Each window's tiles cover its own channels, with the first window's lanes and
+        # rows: every group reduced in the same order, whichever window it is in.
+        reductions = [part.pieces[0].reduction for part in parts]
+        assert len({(r.lanes, r.rows_per_block, r.chunk) for r in reductions}) == 1
+        for part, r in zip(parts, reductions):
+            columns = part.view[2] * 16 // 4
+            assert r.column_chunks == math.ceil(columns / r.lanes)
+            assert r.grid == r.column_chunks * r.split
+    # float16, D = 16: a group is 32 bytes of a row, so runs of 4 groups.
+    assert [part.view[2] for part in make(view, 2, l2_bytes=20 * MB).backward] == [8] * 8
+
+
+@pytest.mark.parametrize("groups, most, granule, expected", [
+    (32, 15, 2, [12, 10, 10]),
+    (32, 30, 2, [16, 16]),
+    (7, 4, 2, [4, 3]),          # the last run takes what is left
+    (10, 3, 4, [3, 3, 2, 2]),   # a run of the granule does not fit: runs of single groups
+])
+def test_windows_are_whole_runs_of_the_granule(groups, most, granule, expected):
+    windows = cuda_plan._windows(groups, most, granule)
+    assert [count for _, count in windows] == expected
+    assert [start for start, _ in windows] == [sum(expected[:i]) for i in range(len(expected))]
+
+
+def test_samples_with_rows_larger_than_half_the_l2_are_cut_into_pieces():
+    # (2, 64, 128, 64, 64) with the groups along axis 2: rows of S = 4096 values, and
+    # 32 MB a sample in float32. A channels-last group of 32 MB cannot be windowed.
+    for view in ((2, 64, 32, 16, 256), (2, 16384, 1, 512, 1)):
+        p = make(view, 4, l2_bytes=60 * MB)
+        row = math.prod(view[2:])
+        for parts, inputs in ((p.forward, 1), (p.backward, 2)):
+            assert [part.view[0] for part in parts] == [1, 1]
+            covers(parts, view)
+            for part in parts:
+                rows = [piece.view[1] for piece in part.pieces]
+                assert len(rows) > 1 and max(rows) - min(rows) <= 1
+                # A piece holds a quarter of the share, or enough rows for every resident block.
+                filled = RESIDENT * BLOCK * cuda_plan.MIN_ROWS_PER_THREAD * 16 * inputs
+                most = max(30 * MB / 4, filled) // (row * 4 * inputs)
+                assert max(rows) <= most < max(rows) + 1 + most // len(rows)
+                assert part.split == sum(piece.reduction.split for piece in part.pieces)
     # (N, C) rows of one value each cannot be cut: one sample a part, one piece.
     wide = make((2, 1, 1, 2 ** 24, 1), 4)
     assert [len(part.pieces) for part in wide.forward] == [1, 1]

@@ -21,10 +21,12 @@ sums, two launches) from shared memory: the minimum traffic, with no parts.
 Each pass reads its inputs twice (the reduction, then the elementwise pass). So
 that the second read comes from L2, a pass whose inputs (x forward; x and dy
 backward) exceed half the L2 runs through the input in parts that fit: whole
-samples, or groups of one sample when they are contiguous (M == 1). A sample
-that is larger still, with rows (M > 1), is one part whose reduction runs in
-pieces of a few rows, in order, and whose elementwise pass runs the same pieces
-last first: what the reduction read last, still in L2, is read again first.
+samples, or groups of one sample: contiguous when M == 1, and in channels-last
+inputs (S == 1) a window of the channels of every pixel row, the rows C values
+apart (a sample's "pitch"; the kernels take it). A sample that is larger still,
+with rows (M > 1), is one part whose reduction runs in pieces of a few rows, in
+order, and whose elementwise pass runs the same pieces last first: what the
+reduction read last, still in L2, is read again first.
 """
 
 import math
@@ -44,6 +46,9 @@ INDEX64_THRESHOLD = 2 ** 31  # tensors from this many elements use 64-bit indice
 # partial sums and parameters are small.
 L2_SHARE = 0.5
 PIECES_PER_SHARE = 4       # a sample larger than that share is cut into pieces of a quarter
+# Windows of a channels-last sample's groups start on a line of L2 (128 bytes) where
+# they can, so that no line is read by two parts.
+L2_LINE_BYTES = 128
 # Shared memory a block of the on-chip tier caches its group in (the source's
 # kOnChipBytes): x forward, x and dy backward. 32 KiB leaves room for several
 # resident blocks per SM (228 KiB of shared memory on an H100, 164 KiB on an A100).
@@ -83,8 +88,9 @@ class Piece:
 
 @dataclass(frozen=True)
 class Part:
-    """A contiguous part of the input that a pass runs through by itself: whole
-    samples, or groups of one sample."""
+    """A part of the input that a pass runs through by itself: whole samples, or
+    groups of one sample (contiguous, or a window of channels in rows of the
+    input's pitch, G*D*S values)."""
 
     offset: int             # its first element in the input's view
     view: tuple             # its (N, M, G, D, S)
@@ -210,16 +216,30 @@ def _even(total, most):
     return [(a, b - a) for a, b in zip(starts, starts[1:])]
 
 
+def _windows(groups, most, granule):
+    """(start, count) of the fewest runs of at most ``most`` groups covering
+    range(groups), in whole runs of ``granule`` groups but for the last where
+    ``granule`` groups fit in ``most``."""
+    if granule > most:
+        granule = 1
+    units = _even(math.ceil(groups / granule), most // granule)
+    return [(start * granule, min(groups, (start + count) * granule) - start * granule)
+            for start, count in units]
+
+
 def slices(view, itemsize, inputs, l2_bytes, resident_blocks):
     """The parts of a pass over ``view`` that re-reads ``inputs`` arrays of
     ``itemsize`` bytes (1 forward, 2 backward), each as (offset, view, first
     group, first channel, pieces as (first row, rows)).
 
     The inputs of a part fill at most ``L2_SHARE`` of ``l2_bytes``, when whole
-    samples or groups (channels-first, M == 1 < S) can; else a part is one
-    sample, its rows cut into pieces of a ``PIECES_PER_SHARE``-th of that share,
-    but enough for ``resident_blocks`` blocks (or one group, when M == 1 < S and
-    a group alone is too large; or one sample, when M == S == 1).
+    samples or groups can: groups of a sample are contiguous when M == 1 < S,
+    and channels-last (S == 1 < M), a window of the channels of each row (its
+    rows the input's C apart), starting on an L2 line where whole lines of
+    groups fit. Else a part is one sample, its rows cut into pieces of a
+    ``PIECES_PER_SHARE``-th of that share, but enough for ``resident_blocks``
+    blocks (or one group, when M == 1 < S and a group alone is too large; or
+    one sample, when M == S == 1).
     """
     batch, rows, groups, group_channels, spatial = view
     row = groups * group_channels * spatial
@@ -231,12 +251,17 @@ def slices(view, itemsize, inputs, l2_bytes, resident_blocks):
     if per_sample <= share:  # whole samples
         return [(n * sample, (count, rows, groups, group_channels, spatial), n * groups, 0,
                  [(0, rows)]) for n, count in _even(batch, int(share // per_sample))]
+    group = group_channels * spatial
+    most = int(share // (rows * group * itemsize * inputs))
     if rows == 1 and spatial > 1 and groups > 1:  # channels-first: each group is contiguous
-        group = group_channels * spatial
-        most = int(share // (group * itemsize * inputs))
         return [(n * sample + g * group, (1, 1, count, group_channels, spatial),
                  n * groups + g, g * group_channels, [(0, 1)])
                 for n in range(batch) for g, count in _even(groups, most)]
+    if spatial == 1 and groups > 1 and most >= 1:  # channels-last: windows of channels
+        granule = L2_LINE_BYTES // math.gcd(L2_LINE_BYTES, group_channels * itemsize)
+        return [(n * sample + g * group_channels, (1, rows, count, group_channels, 1),
+                 n * groups + g, g * group_channels, [(0, rows)])
+                for n in range(batch) for g, count in _windows(groups, most, granule)]
     # Every resident block takes MIN_ROWS_PER_THREAD vectors a thread of each input.
     filled = resident_blocks * BLOCK * MIN_ROWS_PER_THREAD * VECTOR_BYTES * inputs
     most = int(max(share / PIECES_PER_SHARE, filled) // (row * itemsize * inputs))
@@ -260,13 +285,17 @@ def _partials(view, vector, resident, itemsize):
     return segment_reduction(batch * groups * group_channels, rows * spatial // vector, resident)
 
 
-def _regrid(reduction, batch, units):
-    """``reduction``'s launch (tier, split, chunk) over ``batch`` samples of ``units``
-    units in all: every piece of a pass shares its first piece's, so that every
-    part has as many partials per unit."""
+def _regrid(reduction, view, vector, units):
+    """``reduction``'s launch (tier, split, chunk; lanes and rows of a tile) over
+    ``view``, of ``units`` units in all: every piece of a pass shares its first
+    piece's, so that every part has as many partials per unit, each reduced in
+    the same order."""
     if reduction.kernel == "column":
-        grid = batch * reduction.column_chunks * reduction.split
-    elif reduction.tier == "warp":
+        batch, _, groups, group_channels, _ = view
+        column_chunks = math.ceil(groups * group_channels // vector / reduction.lanes)
+        return replace(reduction, grid=batch * column_chunks * reduction.split,
+                       column_chunks=column_chunks)
+    if reduction.tier == "warp":
         grid = math.ceil(units / (BLOCK // reduction.unit_threads))
     else:
         grid = units * reduction.split
@@ -279,12 +308,13 @@ def _parts(view, itemsize, inputs, l2_bytes, vector, resident, reduce, units_of,
     # The first piece is the largest: its reduction is planned, the others follow it.
     first = reduce((batch, parts[0][4][0][1], groups, group_channels, spatial), vector, resident,
                    itemsize)
+    pitch = math.prod(view[2:])  # values from one row to the next, in every part
     planned = []
     for offset, part_view, unit, channel, ranges in parts:
         batch, rows, groups, group_channels, spatial = part_view
-        row = groups * group_channels * spatial
         pieces = tuple(
-            Piece(start * row, piece_view, _regrid(first, batch, units_of(piece_view)),
+            Piece(start * pitch, piece_view, _regrid(first, piece_view, vector,
+                                                   units_of(piece_view)),
                   elementwise_grid(math.prod(piece_view), vector, resident))
             for start, count in ranges
             for piece_view in [(batch, count, groups, group_channels, spatial)])

@@ -94,15 +94,16 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
     pivot = cupy.empty(batch * groups, acc)
     shifted_mean = cupy.empty(batch * groups, acc)
 
+    pitch = _pitch(layout.view)
     for part in plan.forward:
-        x_part, y_part = _region(x5, part), _region(y5, part)
+        x_part, y_part = _region(x5, part, pitch), _region(y5, part, pitch)
         units, channels = _groups_of(part), _channels_of(part)
         group_stats = [_flat(a)[units] for a in (mean, rstd, pivot, shifted_mean)]
 
         def statistics(piece, out, x_part=x_part, group_stats=group_stats):
-            x_piece = _region(x_part, piece)
-            _statistics(kernels, index, plan.vector, piece.reduction, x_piece, out, group_stats,
-                        layout.group_size, epsilon, acc)
+            x_piece = _region(x_part, piece, pitch)
+            _statistics(kernels, index, plan.vector, piece.reduction, x_piece, piece.view, pitch,
+                        out, group_stats, layout.group_size, epsilon, acc)
             if out is not None:
                 _repivot(out, x_piece, x_part, storage, acc)
 
@@ -110,21 +111,21 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
             statistics(part.pieces[0], None)
         else:
             partials = _first_pass(part, units.stop - units.start, 1, acc, statistics)
-            _finalize(kernels, index, part.merge_grid, x_part, partials, part.split,
-                      *group_stats, layout.group_size, epsilon, acc)
+            _finalize(kernels, index, part.merge_grid, x_part, part.view, pitch, partials,
+                      part.split, *group_stats, layout.group_size, epsilon, acc)
         for piece in reversed(part.pieces):
-            _apply(kernels, index, plan.vector, piece.elementwise_grid, _region(x_part, piece),
-                   _region(y_part, piece), _select(gamma, channels), _select(beta, channels),
-                   *group_stats[1:])
+            _apply(kernels, index, plan.vector, piece.elementwise_grid,
+                   _region(x_part, piece, pitch), _region(y_part, piece, pitch), piece.view,
+                   pitch, _select(gamma, channels), _select(beta, channels), *group_stats[1:])
     return layout.from_view(y5), mean, rstd
 
 
-def _statistics(kernels, index, vector, stats, x, partials, group_stats, group_size, epsilon,
-                acc):
-    """Statistics partials of the contiguous view ``x``, by ``stats`` (a Reduction); with
-    ``partials`` None (an unsplit reduction), the groups' statistics ``group_stats``
-    (mean, rstd, pivot, shifted mean) directly."""
-    batch, rows, groups, group_channels, spatial = x.shape
+def _statistics(kernels, index, vector, stats, x, view, pitch, partials, group_stats,
+                group_size, epsilon, acc):
+    """Statistics partials of ``x`` (a region of ``view``, rows ``pitch`` apart), by
+    ``stats`` (a Reduction); with ``partials`` None (an unsplit reduction), the groups'
+    statistics ``group_stats`` (mean, rstd, pivot, shifted mean) directly."""
+    batch, rows, groups, group_channels, spatial = view
     channels = groups * group_channels
     units = batch * groups
     finals = (None,) * 4 if partials is not None else group_stats
@@ -133,36 +134,36 @@ def _statistics(kernels, index, vector, stats, x, partials, group_stats, group_s
         kernels.forward_stats_segment(
             (stats.grid,), (cuda_plan.BLOCK,),
             (x, partials, *finals, index(units), index(groups), index(rows),
-             index(group_channels * spatial // vector), index(stats.split),
-             index(stats.chunk), np.int32(stats.unit_threads), *scalars))
+             index(group_channels * spatial // vector), index(pitch // vector),
+             index(stats.split), index(stats.chunk), np.int32(stats.unit_threads), *scalars))
     else:
         kernels.forward_stats_column(
             (stats.grid,), (cuda_plan.BLOCK,),
-            (x, partials, *finals, index(rows), index(channels), index(group_channels),
-             index(groups), index(stats.column_chunks), index(stats.split), index(stats.chunk),
-             np.int32(stats.lanes), np.int32(stats.rows_per_block), np.int32(stats.merge_width),
-             *scalars))
+            (x, partials, *finals, index(rows), index(channels), index(pitch),
+             index(group_channels), index(groups), index(stats.column_chunks),
+             index(stats.split), index(stats.chunk), np.int32(stats.lanes),
+             np.int32(stats.rows_per_block), np.int32(stats.merge_width), *scalars))
 
 
-def _finalize(kernels, index, grid, x, partials, split, mean, rstd, pivot, shifted_mean,
-              group_size, epsilon, acc):
-    batch, rows, groups, group_channels, spatial = x.shape
-    channels = groups * group_channels
+def _finalize(kernels, index, grid, x, view, pitch, partials, split, mean, rstd, pivot,
+              shifted_mean, group_size, epsilon, acc):
+    batch, rows, groups, group_channels, spatial = view
     kernels.forward_finalize(
         (grid,), (cuda_plan.BLOCK,),
         (x, partials, mean, rstd, pivot, shifted_mean, index(batch * groups), index(split),
-         index(groups), index(rows * channels * spatial), index(group_channels * spatial),
+         index(groups), index(rows * pitch), index(group_channels * spatial),
          acc.type(group_size), acc.type(epsilon)))
 
 
-def _apply(kernels, index, vector, grid, x, y, gamma, beta, rstd, pivot, shifted_mean):
-    batch, rows, groups, group_channels, spatial = x.shape
+def _apply(kernels, index, vector, grid, x, y, view, pitch, gamma, beta, rstd, pivot,
+           shifted_mean):
+    batch, rows, groups, group_channels, spatial = view
     channels = groups * group_channels
     kernels.forward_apply(
         (grid,), (cuda_plan.BLOCK,),
         (x, y, gamma, beta, rstd, pivot, shifted_mean,
-         index(x.size // vector), index(spatial), index(channels), index(group_channels),
-         index(groups), index(rows * channels * spatial)))
+         index(math.prod(view) // vector), index(spatial), index(channels), index(pitch),
+         index(group_channels), index(groups), index(rows * channels * spatial)))
 
 
 def backward(x, dy, gamma, mean, rstd, layout, storage=None, beta=None, activation=None):
@@ -217,14 +218,16 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
     split = plan.backward[0].split
     partials = cupy.empty(3 * batch * split * channels, acc)
 
+    pitch = _pitch(layout.view)
     for part in plan.backward:
-        x_part, dy_part, dx_part = (_region(a, part) for a in (x5, dy5, dx5))
+        x_part, dy_part, dx_part = (_region(a, part, pitch) for a in (x5, dy5, dx5))
         part_batch, _, part_groups, _, _ = part.view
         part_units, part_channels = _groups_of(part), _channels_of(part)
         sums = _first_pass(
             part, part_batch, part_groups * group_channels, acc,
             lambda piece, out: _partial_sums(kernels, index, plan.vector, piece.reduction,
-                                             _region(x_part, piece), _region(dy_part, piece),
+                                             _region(x_part, piece, pitch),
+                                             _region(dy_part, piece, pitch), piece.view, pitch,
                                              _flat(mean)[part_units], _flat(rstd)[part_units],
                                              _select(weight, part_channels),
                                              _select(shift, part_channels), out),
@@ -239,9 +242,9 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
                       *group_terms, part_batch * part_groups, part_groups, group_channels,
                       split, layout.group_size, acc)
         for piece in reversed(part.pieces):
-            _dx(kernels, index, plan.vector, piece.elementwise_grid, _region(x_part, piece),
-                _region(dy_part, piece), _region(dx_part, piece),
-                _select(weight, part_channels), _select(shift, part_channels),
+            _dx(kernels, index, plan.vector, piece.elementwise_grid,
+                *(_region(a, piece, pitch) for a in (x_part, dy_part, dx_part)), piece.view,
+                pitch, _select(weight, part_channels), _select(shift, part_channels),
                 _flat(mean)[part_units], *group_terms[:3])
 
     return (layout.from_view(dx5),
@@ -262,10 +265,11 @@ def _parameters(kernels, index, plan, partials, rstd, residual, layout, split, a
     return dgamma.reshape(layout.feature_shape), dbeta.reshape(layout.feature_shape)
 
 
-def _partial_sums(kernels, index, vector, sums, x, dy, mean, rstd, weight, shift, partials):
-    """Per-channel partial sums of the contiguous views ``x`` and ``dy``, by ``sums``
-    (rstd, weight and shift read only by the kernels of an activation)."""
-    batch, rows, groups, group_channels, spatial = x.shape
+def _partial_sums(kernels, index, vector, sums, x, dy, view, pitch, mean, rstd, weight, shift,
+                  partials):
+    """Per-channel partial sums of ``x`` and ``dy`` (regions of ``view``, rows ``pitch``
+    apart), by ``sums`` (rstd, weight and shift read only by the kernels of an activation)."""
+    batch, rows, groups, group_channels, spatial = view
     channels = groups * group_channels
     if sums.kernel == "segment":
         kernels.backward_partials_segment(
@@ -278,7 +282,7 @@ def _partial_sums(kernels, index, vector, sums, x, dy, mean, rstd, weight, shift
         kernels.backward_partials_column(
             (sums.grid,), (cuda_plan.BLOCK,),
             (x, dy, mean, rstd, weight, shift, partials, index(rows), index(channels),
-             index(group_channels), index(groups), index(sums.column_chunks),
+             index(pitch), index(group_channels), index(groups), index(sums.column_chunks),
              index(sums.split), index(sums.chunk), np.int32(sums.lanes),
              np.int32(sums.rows_per_block)))
 
@@ -291,24 +295,35 @@ def _coefficients(kernels, index, grid, partials, weight, rstd, c2, c3, residual
          index(group_channels), index(split), acc.type(group_size)))
 
 
-def _dx(kernels, index, vector, grid, x, dy, dx, weight, shift, mean, rstd, c2, c3):
-    batch, rows, groups, group_channels, spatial = x.shape
+def _dx(kernels, index, vector, grid, x, dy, dx, view, pitch, weight, shift, mean, rstd, c2, c3):
+    batch, rows, groups, group_channels, spatial = view
     channels = groups * group_channels
     kernels.backward_dx(
         (grid,), (cuda_plan.BLOCK,),
-        (x, dy, dx, weight, shift, mean, rstd, c2, c3, index(x.size // vector),
-         index(spatial), index(channels), index(group_channels), index(groups),
+        (x, dy, dx, weight, shift, mean, rstd, c2, c3, index(math.prod(view) // vector),
+         index(spatial), index(channels), index(pitch), index(group_channels), index(groups),
          index(rows * channels * spatial)))
 
 
 # ------------------------------------------------------------------ parts of a pass
 
 
-def _region(array, part):
-    """The elements of ``part`` (a cuda_plan Part or Piece) in the contiguous
-    ``array``, as a contiguous array of the part's view."""
-    size = math.prod(part.view)
-    return _flat(array)[part.offset:part.offset + size].reshape(part.view)
+def _pitch(view):
+    """Values from one row (index M) of the input's (N, M, G, D, S) view to the next."""
+    _, _, groups, group_channels, spatial = view
+    return groups * group_channels * spatial
+
+
+def _region(array, part, pitch):
+    """The memory of ``part`` (a cuda_plan Part or Piece) in ``array`` (the contiguous
+    input, or a region of it), its rows ``pitch`` values apart: a contiguous array of
+    the part's view, or, for a window of a sample's groups (channels-last), the
+    span from its first value to its last, with the other groups' values between
+    its rows."""
+    batch, rows, groups, group_channels, spatial = part.view
+    extent = (batch * rows - 1) * pitch + groups * group_channels * spatial
+    span = _flat(array)[part.offset:part.offset + extent]
+    return span.reshape(part.view) if extent == math.prod(part.view) else span
 
 
 def _flat(array):

@@ -332,7 +332,8 @@ __device__ __forceinline__ void write_statistics(const Welford<A>& w, A p, A cou
 // ------------------------------------------------------------------ segment traversal
 //
 // A "segment unit" is `segments` rows of `row` vectors each, `stride` vectors apart:
-// a group (n, g) is M rows of D*S values, C*S apart; a channel (n, c) with S > 1 is
+// a group (n, g) is M rows of D*S values, C*S apart (the pitch of the whole input,
+// also when a launch takes a window of its groups); a channel (n, c) with S > 1 is
 // M rows of S values, C*S apart. A unit is split into `split` chunks of `chunk`
 // vectors of its flattened (segment, position) index; `unit_threads` threads
 // (a power of two <= 32 for small units, else the block) reduce one chunk.
@@ -354,7 +355,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
                           typename AccOf<T>::type* __restrict__ rstd,
                           typename AccOf<T>::type* __restrict__ pivot,
                           typename AccOf<T>::type* __restrict__ shifted_mean, I units, I inner,
-                          I segments, I row, I split, I chunk, int unit_threads,
+                          I segments, I row, I stride, I split, I chunk, int unit_threads,
                           typename AccOf<T>::type count, typename AccOf<T>::type epsilon) {
   typedef typename AccOf<T>::type A;
   const int lane = threadIdx.x & (unit_threads - 1);
@@ -365,8 +366,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   if (slot < slots) {
     const I unit = slot / split;
     const I k = slot % split;
-    const I base = (unit / inner) * segments * inner * row + (unit % inner) * row;
-    const I stride = inner * row;
+    const I base = (unit / inner) * segments * stride + (unit % inner) * row;
     p = to_acc(x[base * V]);
     const I end = min(k * chunk + chunk, segments * row);
 #pragma unroll 4
@@ -391,6 +391,8 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
 // With S == 1 a block covers a tile of `rows_per_block` pixel rows (strided over
 // a chunk of `chunk_rows` pixels) by lanes*V channels (16-byte vectors along C).
 // Block b is (n, column chunk h, row chunk k) with b = (n*column_chunks + h)*split + k.
+// The launch sees `channels` channels per pixel row, rows `pitch` values apart: the
+// whole input (pitch == channels), or a window of its groups (pitch: the input's C).
 
 // Forward statistics for channels-last groups of D <= 32*V channels: the lanes of
 // one group are merged by a segmented warp reduction of `merge_width` lanes (the
@@ -404,8 +406,8 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
                          typename AccOf<T>::type* __restrict__ rstd,
                          typename AccOf<T>::type* __restrict__ pivot,
                          typename AccOf<T>::type* __restrict__ shifted_mean, I rows, I channels,
-                         I group_channels, I groups, I column_chunks, I split, I chunk_rows,
-                         int lanes, int rows_per_block, int merge_width,
+                         I pitch, I group_channels, I groups, I column_chunks, I split,
+                         I chunk_rows, int lanes, int rows_per_block, int merge_width,
                          typename AccOf<T>::type count, typename AccOf<T>::type epsilon) {
   typedef typename AccOf<T>::type A;
   __shared__ Welford<A> thread_results[kBlock];
@@ -419,11 +421,11 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   Welford<A> w = empty_welford<A>();
   if (c < channels && row < rows_per_block) {
     const I g = c / group_channels;
-    const A pivot = to_acc(x[n * rows * channels + g * group_channels]);
+    const A pivot = to_acc(x[n * rows * pitch + g * group_channels]);
     const I end = min(rows, k * chunk_rows + chunk_rows);
 #pragma unroll 4
     for (I m = k * chunk_rows + I(row); m < end; m += I(rows_per_block)) {
-      add_pack<V>(w, load_pack<V>(x, ((n * rows + m) * channels + c) / V), pivot);
+      add_pack<V>(w, load_pack<V>(x, ((n * rows + m) * pitch + c) / V), pivot);
     }
   }
   w = warp_merge(w, merge_width);
@@ -443,7 +445,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
       const I slots = I(gridDim.x) / column_chunks / split * groups * split;
       const I slot = (n * groups + g) * split + k;
       if (partials == nullptr) {  // split == 1: the block saw the whole group
-        const A p = to_acc(x[n * rows * channels + g * group_channels]);
+        const A p = to_acc(x[n * rows * pitch + g * group_channels]);
         write_statistics(total, p, count, epsilon, slot, mean, rstd, pivot, shifted_mean);
       } else {
         partials[slot] = total.count;
@@ -481,12 +483,22 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   write_statistics(w, p, count, epsilon, q, mean, rstd, pivot, shifted_mean);
 }
 
-// The (n, c) of the vector starting at element e; with S == 1 (channels-last) the
-// V values are channels c..c+V-1 of one group, else V positions of channel c.
-template <bool CHANNELS_LAST, typename I>
-__device__ __forceinline__ void locate(I e, I spatial, I channels, I batch_stride, I& n, I& c) {
-  c = CHANNELS_LAST ? e % channels : (e / spatial) % channels;
+// The (n, c) of the vector starting at element e of the launch's view, and its
+// vector index in memory; with S == 1 (channels-last) the V values are channels
+// c..c+V-1 of one group, in pixel rows `pitch` values apart (a window of the
+// input's groups, or all of them: pitch == channels), else V positions of
+// channel c, the view contiguous.
+template <bool CHANNELS_LAST, int V, typename I>
+__device__ __forceinline__ I locate(I e, I spatial, I channels, I pitch, I batch_stride, I& n,
+                                    I& c) {
   n = e / batch_stride;
+  if (!CHANNELS_LAST) {
+    c = (e / spatial) % channels;
+    return e / V;
+  }
+  const I pixel = e / channels;
+  c = e - pixel * channels;
+  return (pixel * pitch + c) / V;
 }
 
 // y = act(a*(x - p) + b) with a = rstd*gamma[c] and b = beta[c] - a*(mean - p): the
@@ -499,17 +511,18 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
                   const typename AccOf<T>::type* __restrict__ rstd,
                   const typename AccOf<T>::type* __restrict__ pivot,
                   const typename AccOf<T>::type* __restrict__ shifted_mean, I vectors, I spatial,
-                  I channels, I group_channels, I groups, I batch_stride) {
+                  I channels, I pitch, I group_channels, I groups, I batch_stride) {
   typedef typename AccOf<T>::type A;
   for (I j = I(blockIdx.x) * I(kBlock) + I(threadIdx.x); j < vectors;
        j += I(gridDim.x) * I(kBlock)) {
     I n, c;
-    locate<CHANNELS_LAST>(j * V, spatial, channels, batch_stride, n, c);
+    const I address = locate<CHANNELS_LAST, V>(j * V, spatial, channels, pitch, batch_stride, n,
+                                               c);
     const I q = n * groups + c / group_channels;
     const A r = rstd[q];
     const A p = pivot[q];
     const A m = shifted_mean[q];
-    const Pack<T, V> in = load_pack<V>(x, j);
+    const Pack<T, V> in = load_pack<V>(x, address);
     Pack<T, V> out;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
@@ -518,7 +531,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
       const A b = (beta == nullptr ? A(0) : beta[ci]) - a * m;
       from_acc(activate<ACT>(a * (to_acc(in.v[i]) - p) + b), out.v[i]);
     }
-    store_pack<V>(y, j, out);
+    store_pack<V>(y, address, out);
   }
 }
 
@@ -582,8 +595,8 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
                              const typename AccOf<T>::type* __restrict__ gamma,
                              const typename AccOf<T>::type* __restrict__ beta,
                              typename AccOf<T>::type* __restrict__ partials, I rows, I channels,
-                             I group_channels, I groups, I column_chunks, I split, I chunk_rows,
-                             int lanes, int rows_per_block) {
+                             I pitch, I group_channels, I groups, I column_chunks, I split,
+                             I chunk_rows, int lanes, int rows_per_block) {
   typedef typename AccOf<T>::type A;
   __shared__ A row_sums[3][kBlock * V];
   const int lane = threadIdx.x % lanes;
@@ -603,7 +616,7 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
     const I end = min(rows, k * chunk_rows + chunk_rows);
 #pragma unroll(ACT == kLinear ? 2 : 1)
     for (I m = k * chunk_rows + I(row); m < end; m += I(rows_per_block)) {
-      const I offset = ((n * rows + m) * channels + c) / V;
+      const I offset = ((n * rows + m) * pitch + c) / V;
       const Pack<T, V> xs = load_pack<V>(x, offset);
       const Pack<T, V> gs = load_pack<V>(dy, offset);
 #pragma unroll
@@ -732,19 +745,20 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
                 const typename AccOf<T>::type* __restrict__ rstd,
                 const typename AccOf<T>::type* __restrict__ c2,
                 const typename AccOf<T>::type* __restrict__ c3, I vectors, I spatial,
-                I channels, I group_channels, I groups, I batch_stride) {
+                I channels, I pitch, I group_channels, I groups, I batch_stride) {
   typedef typename AccOf<T>::type A;
   for (I j = I(blockIdx.x) * I(kBlock) + I(threadIdx.x); j < vectors;
        j += I(gridDim.x) * I(kBlock)) {
     I n, c;
-    locate<CHANNELS_LAST>(j * V, spatial, channels, batch_stride, n, c);
+    const I address = locate<CHANNELS_LAST, V>(j * V, spatial, channels, pitch, batch_stride, n,
+                                               c);
     const I q = n * groups + c / group_channels;
     const A mu = mean[q];
     const A r = rstd[q];
     const A k2 = c2[q];
     const A k3 = c3[q];
-    const Pack<T, V> xs = load_pack<V>(x, j);
-    const Pack<T, V> gs = load_pack<V>(dy, j);
+    const Pack<T, V> xs = load_pack<V>(x, address);
+    const Pack<T, V> gs = load_pack<V>(dy, address);
     Pack<T, V> out;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
@@ -754,7 +768,7 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
       const A g = Preactivation<ACT, A>(gamma, beta, r, ci).gradient(to_acc(gs.v[i]), centered);
       from_acc(k1 * g + k2 * centered + k3, out.v[i]);
     }
-    store_pack<V>(dx, j, out);
+    store_pack<V>(dx, address, out);
   }
 }
 

@@ -49,12 +49,14 @@ class Schedule:
 
 # Blocks a cluster may have: 8 portably, 16 on sm_90 with the non-portable size allowed.
 MAX_CLUSTER_BLOCKS = 16
-LINE_BYTES = 4096  # the granularity of the byte ranges recorded per launch and allocation
+# The granularity of the byte ranges recorded per launch and allocation, unless a
+# Device is given its own (a power of two; 128, an L2 line, to follow windows of rows).
+LINE_BYTES = 4096
 
 
 @dataclass(frozen=True)
 class Span:
-    """Adjacent lines of ``LINE_BYTES`` that one launch touched in one allocation:
+    """Adjacent lines (of the device's ``line_bytes``) that one launch touched in one allocation:
     ``nbytes`` from ``offset`` bytes past its start (whole lines, but for the
     allocation's end), and the bytes the launch read and wrote in them."""
 
@@ -108,12 +110,13 @@ H200_L2_BYTES = 60 * 2 ** 20
 class Device:
     """A CUDA device of ``sm_count`` multiprocessors running ``blocks_per_sm``
     resident blocks each, with ``l2_bytes`` of L2 cache (what the launch planner
-    sizes grids and slices by)."""
+    sizes grids and slices by); each launch records where it touched memory in
+    lines of ``line_bytes``."""
 
     id = 0
 
     def __init__(self, sm_count=4, blocks_per_sm=2, schedule=Schedule(), variant="checked",
-                 source=None, l2_bytes=H200_L2_BYTES):
+                 source=None, l2_bytes=H200_L2_BYTES, line_bytes=LINE_BYTES):
         if variant not in build.VARIANTS:
             raise ValueError(f"variant must be one of {build.VARIANTS}, got {variant!r}")
         if variant == "thread" and not schedule.parallel:
@@ -122,6 +125,9 @@ class Device:
         self.sm_count = sm_count
         self.blocks_per_sm = blocks_per_sm
         self.l2_bytes = l2_bytes
+        if line_bytes < 1 or line_bytes & (line_bytes - 1):
+            raise ValueError(f"line_bytes must be a power of two, got {line_bytes}")
+        self.line_bytes = line_bytes
         self.schedule = schedule
         self.variant = variant
         self.source = cuda_loader.source() if source is None else source
@@ -220,7 +226,8 @@ class Device:
         bounds = [b for a in live for b in a.bounds]
         read, written, lines = kernel.library.launch(kernel, grid, block, cluster, pointers,
                                                      self.schedule.options, bounds,
-                                                     kernel.library.shared, _LINE_SHIFT)
+                                                     kernel.library.shared,
+                                                     self.line_bytes.bit_length() - 1)
         for allocation in live:
             offset = allocation.damaged_guard()
             if offset is not None:
@@ -229,7 +236,7 @@ class Device:
                     f"{kernel.name_expression}: wrote outside an allocation of "
                     f"{allocation.nbytes} bytes ({', '.join(names)}), at byte {offset}")
         traffic = tuple(Traffic(passed.get(id(a), ()), a.begin, a.nbytes, r, w,
-                                _spans(*line, a.nbytes))
+                                _spans(*line, a.nbytes, self.line_bytes))
                         for a, r, w, line in zip(live, read, written, lines) if r or w)
         self.launches.append(Launch(kernel.name, kernel.name_expression, grid, block, traffic))
 
@@ -291,10 +298,7 @@ class RawKernel:
         self.device.launch(self.kernel, grid, block, args, cluster)
 
 
-_LINE_SHIFT = LINE_BYTES.bit_length() - 1
-
-
-def _spans(read, written, nbytes):
+def _spans(read, written, nbytes, line_bytes):
     """The runs of touched lines of per-line byte counts ``read`` and ``written``."""
     lines = np.flatnonzero((read > 0) | (written > 0))
     if not lines.size:
@@ -306,7 +310,7 @@ def _spans(read, written, nbytes):
     read_before = np.concatenate([zero, np.cumsum(read, dtype=np.uint64)])
     written_before = np.concatenate([zero, np.cumsum(written, dtype=np.uint64)])
     return tuple(
-        Span(int(a) * LINE_BYTES, min(int(b) * LINE_BYTES, nbytes) - int(a) * LINE_BYTES,
+        Span(int(a) * line_bytes, min(int(b) * line_bytes, nbytes) - int(a) * line_bytes,
              int(read_before[b] - read_before[a]), int(written_before[b] - written_before[a]))
         for a, b in zip(starts, ends))
 
