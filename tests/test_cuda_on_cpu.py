@@ -177,7 +177,8 @@ def plan_of(shape, axis, groups, dtype, device):
     view = layout.view
     return cuda_plan.plan(view, np.dtype(dtype).itemsize, [0], device.sm_count,
                           device.blocks_per_sm, device.l2_bytes,
-                          on_chip_tier=group_norm_cuda.on_chip)
+                          on_chip_tier=group_norm_cuda.on_chip,
+                          cluster_blocks=device.cluster_blocks)
 
 
 # ------------------------------------------------------------------ every tier and configuration
@@ -556,7 +557,8 @@ def test_the_source_declares_every_kernel_the_loader_names():
     from cugn.kernels.cuda_on_cpu import library
 
     names = {*cuda_loader.VECTOR_KERNELS, *cuda_loader.ACTIVATED_VECTOR_KERNELS,
-             *cuda_loader.LAYOUT_KERNELS, *cuda_loader.SCALAR_KERNELS}
+             *cuda_loader.LAYOUT_KERNELS, *cuda_loader.CLUSTER_KERNELS,
+             *cuda_loader.SCALAR_KERNELS}
     assert set(library.parameter_names(cuda_loader.source())) == names
 
 
@@ -889,7 +891,7 @@ def check_fused_activation(device, shape, axis, groups, dtype, activation):
     assert_matches(got, want, layout, np.dtype(dtype), activation, dy, gamma)
     fused = [launch.name_expression for launch in device.launches
              if launch.kernel in cuda_loader.ACTIVATED_KERNELS]
-    assert all(name.endswith(f"{cuda_loader.ACTIVATIONS[activation]}>") for name in fused)
+    assert all(cuda_loader.ACTIVATIONS[activation] in name for name in fused)
     return fused
 
 
@@ -1042,7 +1044,7 @@ def test_on_chip_cases_reach_every_layout_and_dtype_of_both_passes(on_chip):
 
 
 # Each side of the tier's boundaries (float32, 32 KiB: 8192 values of x forward, 4096
-# of x and dy backward; a device of 4 SMs needs 4 groups).
+# of x and dy backward; a device of 4 SMs without clusters needs 4 groups).
 ON_CHIP_BOUNDARIES = [
     ((4, 2, 4096), 1, 2, (True, True)),       # 4096 values a group: both passes
     ((4, 2, 4100), 1, 2, (True, False)),      # 4100: the forward only
@@ -1056,7 +1058,7 @@ ON_CHIP_BOUNDARIES = [
 
 @pytest.mark.parametrize("shape, axis, groups, tiers", ON_CHIP_BOUNDARIES, ids=str)
 def test_on_chip_boundaries(on_chip, shape, axis, groups, tiers):
-    device = check(shape, axis, groups, np.float32)
+    device = check(shape, axis, groups, np.float32, device=make_device(cluster_blocks=1))
     plan = plan_of(shape, axis, groups, np.float32, device)
     assert (plan.forward_on_chip is not None, plan.backward_on_chip is not None) == tiers
     kernels = {launch.kernel for launch in device.launches}
@@ -1223,3 +1225,130 @@ def test_planted_missing_on_chip_barrier_reads_unwritten_shared_memory(on_chip):
     y, mean, rstd, dx, dgamma, dbeta = run_cuda(device, layout, *make_inputs(shape, layout,
                                                                              np.float32), 1e-3)
     assert np.isfinite(y).all() and np.isnan(dgamma).any() and np.isnan(dx).any()
+
+
+# ------------------------------------------------------------------ clusters of the on-chip tier
+#
+# A group larger than one block's cache, up to 8 times it, takes a cluster of 2, 4 or
+# 8 blocks (sm_90), each caching whole rows (or whole channels of a one-row group).
+# On the default device of 4 SMs, in float32:
+CLUSTER_CASES = [  # shape, axis, groups, blocks a group forward and backward
+    ((2, 8, 4096), 1, 2, (2, 4)),       # channels-first, one row: 2 channels, then 1, a block
+    ((2, 1501, 16), -1, 2, (2, 4)),     # channels-last rows, 751 and 750, then 376..373
+    ((2, 80, 12, 50), 2, 3, (2, 4)),    # a middle axis: rows of D*S = 200 values
+    ((4, 3, 4096), 1, 1, (2, 4)),       # 3 channels: the backward's last block holds none
+    ((1, 64, 32, 32), 1, 1, (8, None)),  # 256 kB of x a group; 512 kB backward: too large
+]
+CLUSTER_KERNELS = {"forward": "forward_on_chip_cluster", "backward": "backward_on_chip_cluster"}
+
+
+def cluster_launches(device):
+    """{pass: blocks a cluster} of the cluster kernels ``device`` launched."""
+    return {name: launch.cluster[0] for launch in device.launches
+            for name, kernel in CLUSTER_KERNELS.items() if launch.kernel == kernel}
+
+
+@pytest.mark.parametrize("shape, axis, groups, blocks", CLUSTER_CASES, ids=str)
+def test_clusters_match_numpy(on_chip, shape, axis, groups, blocks):
+    device = check(shape, axis, groups, np.float32)
+    plan = plan_of(shape, axis, groups, np.float32, device)
+    forward, backward = blocks
+    assert (plan.forward_on_chip.cluster, plan.backward_on_chip and
+            plan.backward_on_chip.cluster) == blocks
+    assert cluster_launches(device) == {"forward": forward, **(
+        {"backward": backward} if backward else {})}
+    kernels = [launch.kernel for launch in device.launches]
+    assert kernels[0] == "forward_on_chip_cluster"
+    if backward:
+        assert kernels[1:] == ["backward_on_chip_cluster", "backward_parameters"]
+    # Each pass reads its inputs once, x forward, x and dy backward, and writes once;
+    # beside them, each block reads gamma and beta. (Only the checked build counts.)
+    nbytes = np.prod(shape) * 4
+    launches = device.launches[:2 if backward else 1] if VARIANT == "checked" else []
+    for launch, minimum in zip(launches, (2 * nbytes, 3 * nbytes)):
+        assert minimum < launch.bytes_read + launch.bytes_written <= 1.02 * minimum
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis, groups", [((2, 32, 32, 32), -1, 2), ((2, 32, 32, 32), 1, 2)],
+                         ids=str)
+def test_clusters_in_every_dtype_and_layout(on_chip, shape, axis, groups, dtype):
+    # 64 kB of float32 a group: clusters in every dtype but one pass of float16 and
+    # bfloat16, whose forward fits in one block.
+    device = check(shape, axis, groups, dtype)
+    launches = cluster_launches(device)
+    assert "backward" in launches and ("forward" in launches) == (np.dtype(dtype).itemsize > 2)
+
+
+@pytest.mark.parametrize("shape, axis, groups, blocks", CLUSTER_CASES[:3], ids=str)
+def test_clusters_bitwise_equal_in_every_block_and_thread_order(on_chip, shape, axis, groups,
+                                                               blocks):
+    layout = make_layout(shape, axis, groups)
+    inputs = make_inputs(shape, layout, np.float32)
+    first = run_cuda(make_device(), layout, *inputs, 1e-3)
+    for schedule in [s for s in SCHEDULES if not s.parallel]:  # clusters run serially
+        device = make_device(schedule=schedule)
+        again = run_cuda(device, layout, *inputs, 1e-3)
+        assert cluster_launches(device) == dict(zip(("forward", "backward"), blocks))
+        for name, a, b in zip(NAMES, first, again):
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8), err_msg=name)
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+@pytest.mark.parametrize("dtype", [BFLOAT16, np.float32], ids=dtype_ids)
+@pytest.mark.parametrize("shape, axis, groups, blocks", CLUSTER_CASES[:3], ids=str)
+def test_clusters_fused_activation_equals_the_composition(on_chip, shape, axis, groups, blocks,
+                                                          dtype, activation):
+    device = make_device()
+    fused = check_fused_activation(device, shape, axis, groups, dtype, activation)
+    plan = plan_of(shape, axis, groups, dtype, device)
+    assert plan.backward_on_chip.cluster > 1  # in bfloat16 the forward may fit in one block
+    assert [name.split("<")[0] for name in fused] == [
+        "cugn::forward_on_chip" + ("_cluster" if plan.forward_on_chip.cluster > 1 else ""),
+        "cugn::backward_on_chip_cluster"]
+
+
+@pytest.mark.parametrize("center, scale", [(False, False), (True, True)])
+def test_clusters_keep_the_statistics_exact_when_the_mean_dwarfs_the_spread(on_chip, center,
+                                                                           scale):
+    shape, axis, groups, _ = CLUSTER_CASES[1]
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float64, center, scale)
+    x = (1000 + x).astype(np.float32)
+    got = run_cuda(make_device(), layout, x, dy.astype(np.float32), gamma, beta, 1e-3)
+    want = run_reference(layout, x, dy.astype(np.float32), gamma, beta, 1e-3)
+    assert_matches(got, want, layout, np.float32, dy=dy, gamma=gamma)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-4)  # rstd
+
+
+def test_without_clusters_a_large_group_takes_the_tiers_that_read_twice(on_chip):
+    shape, axis, groups, _ = CLUSTER_CASES[0]
+    device = check(shape, axis, groups, np.float32, device=make_device(cluster_blocks=1))
+    assert cluster_launches(device) == {}
+    assert "forward_on_chip" not in {launch.kernel for launch in device.launches}
+
+
+def test_planted_cluster_merge_of_its_own_block_only(on_chip):
+    # Each block merges its own partial K times instead of every block's once.
+    source = planted(
+        "value = merge(value, *static_cast<const S*>(__cluster_map_shared_rank(slot, rank)));",
+        "value = merge(value, *slot);")
+    shape, axis, groups, _ = CLUSTER_CASES[0]
+    layout = make_layout(shape, axis, groups)
+    inputs = make_inputs(shape, layout, np.float32)
+    got = run_cuda(make_device(source=source), layout, *inputs, 1e-3)
+    want = run_reference(layout, *inputs, 1e-3)
+    # Each block normalises its share by its own statistics, not the group's.
+    with pytest.raises(AssertionError, match=" y\n"):
+        assert_matches(got, want, layout, np.float32)
+
+
+def test_planted_cluster_block_leaving_while_others_read_its_memory(on_chip):
+    source = planted("  cluster_leave<K>();\n}\n\n// One block per group.\n"
+                     "template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT>\n"
+                     "__global__ void __launch_bounds__(kBlock, kMinBlocks)\n    forward_on_chip(",
+                     "}\n\n// One block per group.\n"
+                     "template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT>\n"
+                     "__global__ void __launch_bounds__(kBlock, kMinBlocks)\n    forward_on_chip(")
+    with pytest.raises(KernelError, match="exited"):
+        run_planted(source, *CLUSTER_CASES[0][:3])

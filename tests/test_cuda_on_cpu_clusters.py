@@ -5,7 +5,8 @@ bugs (a missing barrier reads NaN or fails, a thread that skips the barrier, a
 rank past the cluster, a block gone before another reads its memory).
 
 The kernels here are written with CUDA's own cluster built-ins, which NVRTC
-compiles for sm_90 unchanged; cugn's GroupNorm kernels do not use clusters yet.
+compiles for sm_90 unchanged; the GroupNorm kernels' clusters (the on-chip tier
+for large groups) are tested with the others, in test_cuda_on_cpu.py.
 """
 
 import os

@@ -347,13 +347,17 @@ def test_passes_in_parts_of_a_small_l2(cp, cuda, monkeypatch, shape, axis, group
 @pytest.mark.parametrize("on_chip", [True, False])
 @pytest.mark.parametrize("shape, axis, groups", [((32, 32, 32, 256), -1, 32),
                                                  ((32, 256, 32, 32), 1, 32),
-                                                 ((64, 6, 12, 5), 2, 3)], ids=str)
+                                                 ((64, 6, 12, 5), 2, 3),
+                                                 ((2, 4096, 320), -1, 32),
+                                                 ((2, 320, 64, 64), 1, 32)], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 def test_with_the_on_chip_tier_on_and_off(cp, cuda, monkeypatch, shape, axis, groups, dtype,
                                           on_chip):
     # Groups of 8192 values at the first two shapes (float16: both passes fit in one
-    # block's shared memory; float32: the forward; float64: neither) and of 120 at the
-    # third (every pass), on the on-chip tier and on the others.
+    # block's shared memory; float32: the forward, the backward in clusters of 2 blocks
+    # on sm_90; float64: clusters), of 120 at the third (every pass), and of 40960 at
+    # the last two (clusters of 4 and 8 blocks on sm_90, in 16-bit types), on the
+    # on-chip tier and on the others.
     monkeypatch.setattr(cuda, "on_chip", on_chip)
     check_every_value_written(cp, cuda, shape, axis, groups, dtype)
 

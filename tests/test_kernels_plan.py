@@ -349,3 +349,57 @@ def test_the_loader_passes_the_on_chip_budget_to_the_source():
 
     assert f"-DCUGN_ON_CHIP_BYTES={cuda_plan.ON_CHIP_BYTES}" in cuda_loader.OPTIONS
     assert f"-DCUGN_ON_CHIP_CHANNELS={cuda_plan.ON_CHIP_CHANNELS}" in cuda_loader.OPTIONS
+
+
+# ------------------------------------------------------------------ clusters of the on-chip tier
+
+
+def clustered(view, itemsize=4, cluster_blocks=8, sms=H100_SMS):
+    return plan(view, itemsize, [0], sms, BLOCKS_PER_SM, H200_L2, True, cluster_blocks)
+
+
+@pytest.mark.parametrize("view, itemsize, forward, backward", [
+    ((8, 4096, 32, 16, 1), 2, 4, 8),     # (8, 64, 64, 512) float16: 128 kB of x a group
+    ((8, 1, 32, 16, 4096), 2, 4, 8),     # (8, 512, 64, 64)
+    ((2, 4096, 32, 10, 1), 2, 4, 8),     # (2, 4096, 320): 80 kB, 3 blocks' worth, so 4
+    ((32, 1024, 32, 8, 1), 4, 1, 2),     # (32, 32, 32, 256) float32: one block forward
+    ((8, 4096, 32, 16, 1), 4, 8, None),  # float32: 256 kB forward; 512 kB backward, too large
+    ((1, 16384, 32, 16, 1), 2, None, None),  # 1 MB of float16 a group
+])
+def test_groups_larger_than_a_block_take_the_fewest_blocks_of_a_cluster_that_hold_them(
+        view, itemsize, forward, backward):
+    p = clustered(view, itemsize)
+    groups = view[0] * view[2]
+    for on_chip, blocks in ((p.forward_on_chip, forward), (p.backward_on_chip, backward)):
+        assert (on_chip and on_chip.cluster) == blocks
+        if on_chip is not None:
+            assert on_chip.grid == groups * blocks
+    # Without clusters (below sm_90) only a group that one block holds is on chip.
+    single = clustered(view, itemsize, cluster_blocks=1)
+    assert (single.forward_on_chip is not None) == (forward == 1)
+    assert (single.backward_on_chip is not None) == (backward == 1)
+
+
+def test_a_cluster_also_fills_the_gpu_where_there_are_too_few_groups():
+    view = (1, 1024, 32, 8, 1)  # 32 groups of 32 kB of float32 x: 4 blocks a group fill 128
+    assert make(view, on_chip_tier=True).forward_on_chip is None
+    assert clustered(view, sms=128).forward_on_chip.cluster == 4
+    assert clustered(view, sms=129).forward_on_chip.cluster == 8
+    assert clustered(view, sms=257).forward_on_chip is None
+
+
+@pytest.mark.parametrize("view, blocks, share", [
+    ((1, 10, 1, 4, 1), 4, 3),          # rows of one vector: 10 rows in 3, 3, 3, 1
+    ((1, 10, 1, 8, 1), 4, 6),          # rows of two vectors: whole rows
+    ((1, 1, 1, 10, 8), 4, 6),          # one row, channels of 2 vectors: 3 channels a block
+    ((1, 1, 1, 10, 8), 8, 4),          # 10 channels in 8 blocks: 2 in each of 5, 3 empty
+    ((1, 1, 1, 40, 1), 4, 3),          # one row of channels-last vectors: 10 in 3, 3, 3, 1
+])
+def test_blocks_of_a_cluster_share_a_group_in_whole_rows_or_channels(view, blocks, share):
+    assert cuda_plan.cluster_share(view, 4, blocks) == share
+
+
+def test_the_backward_of_a_cluster_gives_each_channel_lanes_by_the_rows_a_block_holds():
+    # 64 rows of 256 channels of float32 x and dy: 128 kB, 4 blocks of 16 rows each.
+    p = clustered((H100_SMS, 64, 1, 256, 1))
+    assert p.backward_on_chip.cluster == 4 and p.backward_on_chip.unit_threads == 4

@@ -5,6 +5,7 @@ import pytest
 
 pytest.importorskip("cupy", reason="group_norm_cuda imports CuPy (no GPU needed)")
 
+from cugn.kernels import group_norm_cuda  # noqa: E402
 from cugn.kernels.cuda_on_cpu import Launch, Span, Traffic, compiler  # noqa: E402
 from cugn.profiling import benchmark  # noqa: E402
 
@@ -91,10 +92,12 @@ def test_stores_reach_dram_once_per_launch():
 
 @pytest.mark.skipif(compiler() is None, reason="needs g++ (>= 12) or clang++")
 # Planned for 132 SMs, the channels-last tiles of two samples are split (statistics,
-# finalize, apply); the channels-first groups are not (statistics, apply).
+# finalize, apply); the channels-first groups are not (statistics, apply). (The
+# on-chip tier, off here, would take both in clusters of 4 blocks.)
 @pytest.mark.parametrize("axis, shape, forward_launches",
                          [(-1, (2, 32, 32, 64), 3), (1, (2, 64, 32, 32), 2)])
-def test_rows_of_a_small_case(axis, shape, forward_launches):
+def test_rows_of_a_small_case(monkeypatch, axis, shape, forward_launches):
+    monkeypatch.setattr(group_norm_cuda, "on_chip", False)
     forward, backward = script.measure(benchmark.Case(shape, axis, 32, "float16"))
     nbytes = 2 * 32 * 32 * 64 * 2
     assert (forward["launches"], backward["launches"]) == (forward_launches, 4)
@@ -114,6 +117,19 @@ def test_rows_of_a_case_on_chip(axis, shape):
     # 256 groups of 512 values on 132 SMs: each pass reads its inputs once, forward in
     # one launch, backward in two; beside x, dy, y and dx, a few values per group and
     # channel (gamma, beta, the statistics, the partial sums).
+    forward, backward = script.measure(benchmark.Case(shape, axis, 32, "float16"))
+    assert (forward["launches"], backward["launches"]) == (1, 2)
+    for row in (forward, backward):
+        assert row["minimum_bytes"] < row["global_bytes"] <= 1.1 * row["minimum_bytes"], row
+        assert row["minimum_bytes"] < row["dram_bytes"] <= 1.1 * row["minimum_bytes"], row
+
+
+@pytest.mark.skipif(compiler() is None, reason="needs g++ (>= 12) or clang++")
+@pytest.mark.parametrize("axis, shape", [(-1, (2, 32, 32, 64)), (1, (2, 64, 32, 32))])
+def test_rows_of_a_case_in_clusters(axis, shape):
+    # 64 groups of 2048 values on 132 SMs: one block would hold a group, but 64 blocks
+    # leave SMs idle, so clusters of 4 blocks (2 would make 128); each pass reads its
+    # inputs once.
     forward, backward = script.measure(benchmark.Case(shape, axis, 32, "float16"))
     assert (forward["launches"], backward["launches"]) == (1, 2)
     for row in (forward, backward):

@@ -18,7 +18,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from .cuda_plan import BLOCK, ON_CHIP_BYTES, ON_CHIP_CHANNELS
+from .cuda_plan import BLOCK, CLUSTER_SIZES, ON_CHIP_BYTES, ON_CHIP_CHANNELS
 
 SOURCE_PATH = Path(__file__).with_name("cuda") / "group_norm.cu"
 
@@ -46,13 +46,14 @@ ACTIVATIONS = {None: "cugn::kLinear", "silu": "cugn::kSilu", "relu": "cugn::kRel
                "gelu": "cugn::kGelu"}
 
 # Kernels templated on <T, V, I>, on <T, V, I, ACT>, on <T, V, I, CHANNELS_LAST, ACT>,
-# and on <T, I>.
+# on <T, V, I, CHANNELS_LAST, ACT, K> (K blocks a thread-block cluster), and on <T, I>.
 VECTOR_KERNELS = ("forward_stats_segment", "forward_stats_column")
 ACTIVATED_VECTOR_KERNELS = ("backward_partials_segment", "backward_partials_column")
 LAYOUT_KERNELS = ("forward_apply", "backward_dx", "forward_on_chip", "backward_on_chip")
+CLUSTER_KERNELS = ("forward_on_chip_cluster", "backward_on_chip_cluster")
 SCALAR_KERNELS = ("forward_finalize", "backward_coefficients", "backward_parameters")
 # The kernels an activation changes.
-ACTIVATED_KERNELS = (*ACTIVATED_VECTOR_KERNELS, *LAYOUT_KERNELS)
+ACTIVATED_KERNELS = (*ACTIVATED_VECTOR_KERNELS, *LAYOUT_KERNELS, *CLUSTER_KERNELS)
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,18 @@ class Configuration:
     index64: bool
     activation: str | None = None
 
-    def kernel(self, name, channels_last=None):
+    def kernel(self, name, channels_last=None, cluster=None):
         """The name expression of one kernel instantiation in this module."""
         types = STORAGE_TYPES[self.dtype]
         index = INDEX_TYPES[self.index64]
         activation = ACTIVATIONS[self.activation]
         if name in SCALAR_KERNELS:
             return f"cugn::{name}<{types}, {index}>"
+        flag = "true" if channels_last else "false"
+        if name in CLUSTER_KERNELS:
+            return (f"cugn::{name}<{types}, {self.vector}, {index}, {flag}, {activation}, "
+                    f"{cluster}>")
         if name in LAYOUT_KERNELS:
-            flag = "true" if channels_last else "false"
             return f"cugn::{name}<{types}, {self.vector}, {index}, {flag}, {activation}>"
         if name in ACTIVATED_VECTOR_KERNELS:
             return f"cugn::{name}<{types}, {self.vector}, {index}, {activation}>"
@@ -87,6 +91,8 @@ class Configuration:
         else:
             names = [self.kernel(k) for k in ACTIVATED_VECTOR_KERNELS]
         names += [self.kernel(k, flag) for k in LAYOUT_KERNELS for flag in (True, False)]
+        names += [self.kernel(k, flag, size) for k in CLUSTER_KERNELS for flag in (True, False)
+                  for size in CLUSTER_SIZES]
         if self.activation is None:
             names += [self.kernel(k) for k in SCALAR_KERNELS]
         return names

@@ -14,7 +14,8 @@ Reductions come in two shapes (see ``cuda/group_norm.cu``):
   vector loads along C ("column"); split over pixel rows when there are too few tiles.
 
 Before those, the on-chip tier (``on_chip``): when a group's slice fits in one
-block's shared memory and there are groups enough to fill the GPU, one block
+block's shared memory, or on sm_90 in those of a thread-block cluster of 2, 4 or
+8 blocks, and there are blocks enough to fill the GPU, one block (or cluster)
 per group reads it once and writes y (one launch) or dx (then the parameters'
 sums, two launches) from shared memory: the minimum traffic, with no parts.
 
@@ -57,6 +58,9 @@ ON_CHIP_BYTES = 32 * 1024
 # scale and shift, 2 values of the compute type each (8 KiB for float64), takes this
 # much shared memory beside the cache, within the 48 KiB of static shared memory.
 ON_CHIP_CHANNELS = 512
+# Blocks a thread-block cluster of the on-chip tier may have (sm_90; 8 is the
+# portable most), each caching its share of the group in ON_CHIP_BYTES.
+CLUSTER_SIZES = (2, 4, 8)
 MAX_GRID = 2 ** 31 - 1       # blocks a launch may have along x
 
 
@@ -108,10 +112,11 @@ class Part:
 
 @dataclass(frozen=True)
 class OnChip:
-    """A pass of the on-chip tier: one block per group (n, g)."""
+    """A pass of the on-chip tier: one block, or a cluster of blocks, per group (n, g)."""
 
-    grid: int               # N*G blocks
+    grid: int               # N*G*cluster blocks
     unit_threads: int = 0   # backward: lanes per channel summing its values (a power of two)
+    cluster: int = 1        # blocks a group: 1, or a cluster of CLUSTER_SIZES (sm_90)
 
 
 @dataclass(frozen=True)
@@ -323,50 +328,73 @@ def _parts(view, itemsize, inputs, l2_bytes, vector, resident, reduce, units_of,
     return tuple(planned)
 
 
-def on_chip(view, itemsize, inputs, sm_count):
-    """The on-chip launch of a pass over ``view`` that caches ``inputs`` arrays of
-    ``itemsize`` bytes (1 forward, 2 backward), or None when the tier does not apply:
-    a group's slice of the inputs must fit in ``ON_CHIP_BYTES``, with at most
-    ``ON_CHIP_CHANNELS`` channels, and there must be at least ``sm_count`` groups.
+def cluster_share(view, vector, blocks):
+    """Vectors of a group the first of ``blocks`` blocks caches (the most any does):
+    whole rows (M > 1), else whole channels (S > 1) or vectors, as the source's
+    CachedGroup shares them out."""
+    _, rows, _, group_channels, spatial = view
+    row = group_channels * spatial // vector
+    granule = row if rows > 1 else spatial // vector if spatial > 1 else 1
+    return math.ceil(rows * row // granule / blocks) * granule
 
-    Why one group per SM is enough: a block issues the loads of its whole group
+
+def on_chip(view, itemsize, inputs, sm_count, vector=1, cluster_blocks=1):
+    """The on-chip launch of a pass over ``view`` that caches ``inputs`` arrays of
+    ``itemsize`` bytes (1 forward, 2 backward) in vectors of ``vector`` values, or
+    None when the tier does not apply: a group's slice of the inputs must fit in
+    ``ON_CHIP_BYTES`` of one block, or of each block of a cluster of at most
+    ``cluster_blocks`` (1 where the device has no clusters), with at most
+    ``ON_CHIP_CHANNELS`` channels, and there must be at least ``sm_count``
+    blocks: the fewest blocks a group that meet both.
+
+    Why one block per SM is enough: a block issues the loads of its whole share
     before it computes, up to ON_CHIP_BYTES in flight, about what one SM needs in
     flight to cover the latency of DRAM at full bandwidth (an H200: 4.8 TB/s x
-    ~0.6 us / 132 SMs, some 22 kB). With fewer groups than SMs, SMs would idle
+    ~0.6 us / 132 SMs, some 22 kB). With fewer blocks than SMs, SMs would idle
     while the split tiers spread each group over several blocks, so those are
     kept there.
     """
     batch, rows, groups, group_channels, spatial = view
     units = batch * groups
-    if (rows * group_channels * spatial * itemsize * inputs > ON_CHIP_BYTES
-            or group_channels > ON_CHIP_CHANNELS or not sm_count <= units <= MAX_GRID):
+    if group_channels > ON_CHIP_CHANNELS:
         return None
+    fits = [size for size in (1, *CLUSTER_SIZES) if size <= cluster_blocks
+            and cluster_share(view, vector, size) * vector * itemsize * inputs <= ON_CHIP_BYTES
+            and sm_count <= units * size <= MAX_GRID]
+    if not fits:
+        return None
+    size = fits[0]
     if inputs == 1:
-        return OnChip(grid=units)
-    # Lanes per channel as the warp tier of segment_reduction: SMALL_UNIT_ITEMS values a lane.
-    threads = min(32, _next_power_of_two(math.ceil(rows * spatial / SMALL_UNIT_ITEMS)))
-    return OnChip(grid=units, unit_threads=threads)
+        return OnChip(grid=units * size, cluster=size)
+    # Lanes per channel as the warp tier of segment_reduction: SMALL_UNIT_ITEMS values a
+    # lane, of the values of a channel the block caches.
+    channel_values = math.ceil(rows / size) * spatial if rows > 1 else spatial
+    threads = min(32, _next_power_of_two(math.ceil(channel_values / SMALL_UNIT_ITEMS)))
+    return OnChip(grid=units * size, unit_threads=threads, cluster=size)
 
 
 def elementwise_grid(elements, vector, resident):
     return min(math.ceil(elements // vector / BLOCK), resident * ELEMENTWISE_WAVES)
 
 
-def plan(view, itemsize, addresses, sm_count, blocks_per_sm, l2_bytes, on_chip_tier=True):
+def plan(view, itemsize, addresses, sm_count, blocks_per_sm, l2_bytes, on_chip_tier=True,
+         cluster_blocks=1):
     """The launches for a non-empty contiguous input of ``view`` (N, M, G, D, S).
 
     ``addresses`` are the device addresses of the inputs read and written with
     vectors; ``blocks_per_sm`` is the kernels' occupancy; ``l2_bytes`` the size of
     the device's L2 (0: unknown, no parts); ``on_chip_tier`` False keeps every
-    pass on the tiers that read their inputs twice.
+    pass on the tiers that read their inputs twice; ``cluster_blocks`` is the most
+    blocks a thread-block cluster may have on the device (8 from sm_90, else 1).
     """
     if l2_bytes < 0:
         raise ValueError(f"l2_bytes must be >= 0, got {l2_bytes}")
     _, _, groups, group_channels, spatial = view
     vector = vector_width(view, itemsize, addresses)
     resident = sm_count * blocks_per_sm
-    forward_on_chip = on_chip(view, itemsize, 1, sm_count) if on_chip_tier else None
-    backward_on_chip = on_chip(view, itemsize, 2, sm_count) if on_chip_tier else None
+    forward_on_chip, backward_on_chip = (
+        on_chip(view, itemsize, inputs, sm_count, vector, cluster_blocks) if on_chip_tier
+        else None for inputs in (1, 2))
     return Plan(
         vector=vector,
         index64=needs_index64(math.prod(view)),

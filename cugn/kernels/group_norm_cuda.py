@@ -17,11 +17,11 @@ dgamma/dbeta from those sums in a fixed order, then dx = c1*g + c2*(x - mean) + 
 in one elementwise pass. The sum of x - mean corrects for the rounding of the
 saved mean when |mean| >> std, as the NumPy path does.
 
-When a group's slice fits in one block's shared memory and there are groups
-enough to fill the GPU (``cuda_plan.on_chip``), each pass is instead one kernel
-that reads its inputs once into shared memory and writes y, or dx and the
-per-(n, c) sums, from there; the backward then sums dgamma and dbeta over the
-batch in one more launch.
+When a group's slice fits in one block's shared memory, or on sm_90 in those of
+a thread-block cluster, and there are blocks enough to fill the GPU
+(``cuda_plan.on_chip``), each pass is instead one kernel that reads its inputs
+once into shared memory and writes y, or dx and the per-(n, c) sums, from
+there; the backward then sums dgamma and dbeta over the batch in one more launch.
 
 Otherwise each pass reads its inputs twice; when they exceed half the device's L2, it
 runs part by part (``cuda_plan.slices``: whole samples, groups of a sample, or
@@ -85,7 +85,7 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
     mean = cupy.empty((batch, groups), acc)
     rstd = cupy.empty((batch, groups), acc)
     if plan.forward_on_chip is not None:
-        kernels.forward_on_chip(
+        kernels.on_chip("forward_on_chip", plan.forward_on_chip.cluster)(
             (plan.forward_on_chip.grid,), (cuda_plan.BLOCK,),
             (x5, y5, gamma, beta, mean, rstd, index(groups), index(rows),
              index(group_channels * spatial // plan.vector), index(group_channels),
@@ -200,17 +200,19 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
     weight = _parameter(gamma, acc)
     shift = None if activation is None else _parameter(beta, acc)
     residual = cupy.empty(units, acc)
-    if plan.backward_on_chip is not None:
-        # The sums of g and g*(x - mean) per (n, c), which backward_parameters reads.
-        partials = cupy.empty(2 * batch * channels, acc)
-        kernels.backward_on_chip(
-            (plan.backward_on_chip.grid,), (cuda_plan.BLOCK,),
+    on_chip = plan.backward_on_chip
+    if on_chip is not None:
+        # The sums of g and g*(x - mean) per (n, c), one per block of a group's
+        # cluster, which backward_parameters reads.
+        partials = cupy.empty(2 * batch * on_chip.cluster * channels, acc)
+        kernels.on_chip("backward_on_chip", on_chip.cluster)(
+            (on_chip.grid,), (cuda_plan.BLOCK,),
             (x5, dy5, dx5, weight, shift, mean, rstd, partials, residual, index(groups),
              index(rows), index(group_channels * spatial // plan.vector),
-             index(group_channels), index(spatial), np.int32(plan.backward_on_chip.unit_threads),
+             index(group_channels), index(spatial), np.int32(on_chip.unit_threads),
              acc.type(layout.group_size)))
-        return (layout.from_view(dx5),
-                *_parameters(kernels, index, plan, partials, rstd, residual, layout, 1, acc))
+        return (layout.from_view(dx5), *_parameters(kernels, index, plan, partials, rstd,
+                                                    residual, layout, on_chip.cluster, acc))
     c2 = cupy.empty(units, acc)
     c3 = cupy.empty(units, acc)
     # Every part has as many partial sums per channel: all land in one array, which
@@ -392,18 +394,29 @@ def _first_pass(part, outer, inner, acc, launch, out=None):
 class _Launch:
     """One kernel, launched inside an NVTX kernel range named after it, e.g.
     ``kernel:group_norm_forward_apply<float16, 8>`` (what ncu_group_norm.py filters on),
-    or ``kernel:group_norm_forward_apply<float16, 8, silu>`` with an activation."""
+    ``kernel:group_norm_forward_apply<float16, 8, silu>`` with an activation, and
+    the cluster's blocks last for a cluster kernel."""
 
-    def __init__(self, raw, name, configuration):
+    def __init__(self, raw, name, configuration, cluster=1):
         self.raw = raw  # the cupy.RawKernel
+        self.cluster = cluster
         self.range_name = f"group_norm_{name}"
         self.template_args = (configuration.dtype.name, configuration.vector)
         if configuration.activation is not None and name in cuda_loader.ACTIVATED_KERNELS:
             self.template_args += (configuration.activation,)
+        if name in cuda_loader.CLUSTER_KERNELS:
+            self.template_args += (cluster,)
 
     def __call__(self, grid, block, args):
         with kernel_range(self.range_name, *self.template_args):
-            self.raw(grid, block, args)
+            _launch(self.raw, grid, block, args, self.cluster)
+
+
+def _launch(raw, grid, block, args, cluster):
+    """Launches ``raw`` as CuPy does, with cuLaunchKernel: a cluster kernel's size
+    (``cluster`` blocks) is its own, compiled in (__cluster_dims__). The CPU
+    harness, which ignores that attribute, puts a launch of its own here."""
+    raw(grid, block, args)
 
 
 class _Kernels:
@@ -421,6 +434,15 @@ class _Kernels:
         for name in cuda_loader.LAYOUT_KERNELS:
             setattr(self, name, _Launch(loaded[configuration.kernel(name, channels_last)], name,
                                         configuration))
+        self.clusters = {
+            (name, size): _Launch(loaded[configuration.kernel(name, channels_last, size)], name,
+                                  configuration, size)
+            for name in cuda_loader.CLUSTER_KERNELS for size in cuda_plan.CLUSTER_SIZES}
+
+    def on_chip(self, name, cluster):
+        """``name`` ("forward_on_chip" or "backward_on_chip") for groups of ``cluster``
+        blocks: the one-block kernel, or its cluster twin."""
+        return getattr(self, name) if cluster == 1 else self.clusters[(f"{name}_cluster", cluster)]
 
 
 @functools.cache
@@ -446,6 +468,14 @@ def _sm_count(device_id):
 @functools.cache
 def _l2_bytes(device_id):
     return cupy.cuda.Device(device_id).attributes["L2CacheSize"]
+
+
+@functools.cache
+def _cluster_blocks(device_id):
+    """The most blocks the on-chip tier's clusters may have: 8 (the portable most)
+    from compute capability 9.0, else 1 (no clusters)."""
+    capability = int(cupy.cuda.Device(device_id).compute_capability)  # e.g. "90"
+    return max(cuda_plan.CLUSTER_SIZES) if capability >= 90 else 1
 
 
 # The integer dtypes that carry bfloat16 bits for the kernels (storage="bfloat16").
@@ -481,7 +511,8 @@ def _prepare(x5, vector_arrays, storage, activation):
     device_id = x5.device.id
     plan = cuda_plan.plan(view, itemsize, addresses, _sm_count(device_id),
                           _blocks_per_sm(device_id, configuration.without_activation()),
-                          _l2_bytes(device_id) if l2_slicing else 0, on_chip_tier=on_chip)
+                          _l2_bytes(device_id) if l2_slicing else 0, on_chip_tier=on_chip,
+                          cluster_blocks=_cluster_blocks(device_id))
     index = np.uint64 if plan.index64 else np.uint32
     return plan, _kernels(configuration, plan.channels_last, device_id), index
 

@@ -94,6 +94,7 @@ class Launch:
     grid: tuple
     block: tuple
     traffic: tuple         # of Traffic, one per allocation the launch touched
+    cluster: tuple = (1, 1, 1)  # blocks a thread-block cluster
 
     @property
     def bytes_read(self):
@@ -111,12 +112,14 @@ class Device:
     """A CUDA device of ``sm_count`` multiprocessors running ``blocks_per_sm``
     resident blocks each, with ``l2_bytes`` of L2 cache (what the launch planner
     sizes grids and slices by); each launch records where it touched memory in
-    lines of ``line_bytes``."""
+    lines of ``line_bytes``. ``cluster_blocks`` is the most blocks the planner may
+    put in a thread-block cluster: 8, sm_90's portable most, or 1 for a device
+    without clusters (below sm_90)."""
 
     id = 0
 
     def __init__(self, sm_count=4, blocks_per_sm=2, schedule=Schedule(), variant="checked",
-                 source=None, l2_bytes=H200_L2_BYTES, line_bytes=LINE_BYTES):
+                 source=None, l2_bytes=H200_L2_BYTES, line_bytes=LINE_BYTES, cluster_blocks=8):
         if variant not in build.VARIANTS:
             raise ValueError(f"variant must be one of {build.VARIANTS}, got {variant!r}")
         if variant == "thread" and not schedule.parallel:
@@ -128,6 +131,9 @@ class Device:
         if line_bytes < 1 or line_bytes & (line_bytes - 1):
             raise ValueError(f"line_bytes must be a power of two, got {line_bytes}")
         self.line_bytes = line_bytes
+        if cluster_blocks not in (1, 2, 4, 8):
+            raise ValueError(f"cluster_blocks must be 1, 2, 4 or 8, got {cluster_blocks}")
+        self._cluster_blocks = cluster_blocks
         self.schedule = schedule
         self.variant = variant
         self.source = cuda_loader.source() if source is None else source
@@ -136,6 +142,12 @@ class Device:
         self.cupy = types.SimpleNamespace(
             empty=self.empty, empty_like=self.empty_like, zeros=self.zeros, full=self.full,
             ascontiguousarray=self.ascontiguousarray)
+
+    @property
+    def cluster_blocks(self):
+        """The most blocks a cluster of the planner's may have: the device's, but 1 in
+        the parallel schedule, which runs no clusters."""
+        return 1 if self.schedule.parallel else self._cluster_blocks
 
     # ------------------------------------------------------------ a context, as cupy.cuda.Device
 
@@ -238,7 +250,8 @@ class Device:
         traffic = tuple(Traffic(passed.get(id(a), ()), a.begin, a.nbytes, r, w,
                                 _spans(*line, a.nbytes, self.line_bytes))
                         for a, r, w, line in zip(live, read, written, lines) if r or w)
-        self.launches.append(Launch(kernel.name, kernel.name_expression, grid, block, traffic))
+        self.launches.append(Launch(kernel.name, kernel.name_expression, grid, block, traffic,
+                                    cluster))
 
     def _address(self, kernel, parameter, value, passed):
         if value is None:
@@ -270,13 +283,18 @@ class Device:
         """Runs ``group_norm_cuda`` on this device: CuPy's functions, the loader's
         kernels and the device's size and L2 are this device's inside the block."""
         saved = {name: getattr(group_norm_cuda, name)
-                 for name in ("cupy", "_kernels", "_sm_count", "_blocks_per_sm", "_l2_bytes")}
+                 for name in ("cupy", "_kernels", "_sm_count", "_blocks_per_sm", "_l2_bytes",
+                              "_cluster_blocks", "_launch")}
         saved_kernels = cuda_loader.kernels
         group_norm_cuda.cupy = self.cupy
         group_norm_cuda._kernels = group_norm_cuda._Kernels  # uncached: this device's kernels
         group_norm_cuda._sm_count = lambda device_id: self.sm_count
         group_norm_cuda._blocks_per_sm = lambda device_id, configuration: self.blocks_per_sm
         group_norm_cuda._l2_bytes = lambda device_id: self.l2_bytes
+        group_norm_cuda._cluster_blocks = lambda device_id: self.cluster_blocks
+        # A cluster kernel's size is compiled in on a GPU; here the launch gives it.
+        group_norm_cuda._launch = lambda raw, grid, block, args, cluster: raw(
+            grid, block, args, cluster=(cluster,))
         cuda_loader.kernels = lambda configuration, device_id: self.kernels(configuration)
         try:
             yield self

@@ -11,7 +11,8 @@ import numpy as np
 
 _SCALARS = {"int32": ctypes.c_int32, "uint32": ctypes.c_uint32, "uint64": ctypes.c_uint64,
             "float32": ctypes.c_float, "float64": ctypes.c_double}
-_KERNEL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(([^)]*)\)")
+# A kernel's name and parameters, after attributes such as __launch_bounds__(...).
+_KERNEL = re.compile(r"__global__\s+void\s+(?:\w+\([^)]*\)\s+)*(\w+)\s*\(([^)]*)\)")
 
 
 def parameter_names(source):

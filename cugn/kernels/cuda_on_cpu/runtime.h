@@ -8,8 +8,10 @@
 // block's threads, checked against the rules of PTX's bar.sync and shfl.sync.
 // sm_90's thread-block clusters are there as CUDA's built-ins (the cluster
 // barrier, distributed shared memory): the launcher's `cluster` dimensions stand
-// for cuLaunchKernelEx's cluster attribute (the host build takes no
-// __cluster_dims__), and runtime.cpp keeps each block's shared memory its own.
+// for cuLaunchKernelEx's cluster attribute, and for a kernel's compile-time
+// __cluster_dims__, which the host build ignores: the host code launching such a
+// kernel here passes its size), and runtime.cpp keeps each block's shared memory
+// its own.
 #pragma once
 
 #include <math.h>
@@ -94,7 +96,8 @@ T __shfl_down_sync(unsigned mask, T value, unsigned delta, int width = 32,
 }
 
 // Thread-block clusters: the built-ins of CUDA 12 for sm_90 (NVRTC knows them
-// without a header).
+// without a header). A kernel's __cluster_dims__ is the launch's `cluster` here.
+#define __cluster_dims__(...)
 inline dim3 __clusterDim() { return cuda_on_cpu::cluster_dimensions; }
 
 inline unsigned __clusterSizeInBlocks() {
