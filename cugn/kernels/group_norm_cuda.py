@@ -200,19 +200,19 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
     weight = _parameter(gamma, acc)
     shift = None if activation is None else _parameter(beta, acc)
     residual = cupy.empty(units, acc)
-    on_chip = plan.backward_on_chip
-    if on_chip is not None:
+    tier = plan.backward_on_chip
+    if tier is not None:
         # The sums of g and g*(x - mean) per (n, c), one per block of a group's
         # cluster, which backward_parameters reads.
-        partials = cupy.empty(2 * batch * on_chip.cluster * channels, acc)
-        kernels.on_chip("backward_on_chip", on_chip.cluster)(
-            (on_chip.grid,), (cuda_plan.BLOCK,),
+        partials = cupy.empty(2 * batch * tier.cluster * channels, acc)
+        kernels.on_chip("backward_on_chip", tier.cluster)(
+            (tier.grid,), (cuda_plan.BLOCK,),
             (x5, dy5, dx5, weight, shift, mean, rstd, partials, residual, index(groups),
              index(rows), index(group_channels * spatial // plan.vector),
-             index(group_channels), index(spatial), np.int32(on_chip.unit_threads),
+             index(group_channels), index(spatial), np.int32(tier.unit_threads),
              acc.type(layout.group_size)))
         return (layout.from_view(dx5), *_parameters(kernels, index, plan, partials, rstd,
-                                                    residual, layout, on_chip.cluster, acc))
+                                                    residual, layout, tier.cluster, acc))
     c2 = cupy.empty(units, acc)
     c3 = cupy.empty(units, acc)
     # Every part has as many partial sums per channel: all land in one array, which
@@ -442,7 +442,9 @@ class _Kernels:
     def on_chip(self, name, cluster):
         """``name`` ("forward_on_chip" or "backward_on_chip") for groups of ``cluster``
         blocks: the one-block kernel, or its cluster twin."""
-        return getattr(self, name) if cluster == 1 else self.clusters[(f"{name}_cluster", cluster)]
+        if cluster == 1:
+            return getattr(self, name)
+        return self.clusters[(f"{name}_cluster", cluster)]
 
 
 @functools.cache
