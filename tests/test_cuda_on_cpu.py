@@ -794,6 +794,8 @@ def test_a_device_records_lines_of_its_own_size():
     assert read == tuple(Span(k * 128, 128, 4, 0) for k in (0, 2, 4))
     with pytest.raises(ValueError, match="line_bytes must be a power of two, got 100"):
         Device(line_bytes=100)
+    with pytest.raises(ValueError, match=r"cluster_blocks must be one of \(1, 2, 4, 8\), got 3"):
+        Device(cluster_blocks=3)
 
 
 

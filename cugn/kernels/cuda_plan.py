@@ -307,18 +307,23 @@ def _regrid(reduction, view, vector, units):
     return replace(reduction, grid=grid)
 
 
+def pitch(view):
+    """Values from one row (index M) of the (N, M, G, D, S) view to the next: G*D*S."""
+    return math.prod(view[2:])
+
+
 def _parts(view, itemsize, inputs, l2_bytes, vector, resident, reduce, units_of, merge_grid):
     parts = slices(view, itemsize, inputs, l2_bytes, resident)
     batch, rows, groups, group_channels, spatial = parts[0][1]
     # The first piece is the largest: its reduction is planned, the others follow it.
     first = reduce((batch, parts[0][4][0][1], groups, group_channels, spatial), vector, resident,
                    itemsize)
-    pitch = math.prod(view[2:])  # values from one row to the next, in every part
+    row_pitch = pitch(view)  # the same in every part
     planned = []
     for offset, part_view, unit, channel, ranges in parts:
         batch, rows, groups, group_channels, spatial = part_view
         pieces = tuple(
-            Piece(start * pitch, piece_view, _regrid(first, piece_view, vector,
+            Piece(start * row_pitch, piece_view, _regrid(first, piece_view, vector,
                                                    units_of(piece_view)),
                   elementwise_grid(math.prod(piece_view), vector, resident))
             for start, count in ranges

@@ -94,7 +94,7 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
     pivot = cupy.empty(batch * groups, acc)
     shifted_mean = cupy.empty(batch * groups, acc)
 
-    pitch = _pitch(layout.view)
+    pitch = cuda_plan.pitch(layout.view)
     for part in plan.forward:
         x_part, y_part = _region(x5, part, pitch), _region(y5, part, pitch)
         units, channels = _groups_of(part), _channels_of(part)
@@ -220,7 +220,7 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
     split = plan.backward[0].split
     partials = cupy.empty(3 * batch * split * channels, acc)
 
-    pitch = _pitch(layout.view)
+    pitch = cuda_plan.pitch(layout.view)
     for part in plan.backward:
         x_part, dy_part, dx_part = (_region(a, part, pitch) for a in (x5, dy5, dx5))
         part_batch, _, part_groups, _, _ = part.view
@@ -308,12 +308,6 @@ def _dx(kernels, index, vector, grid, x, dy, dx, view, pitch, weight, shift, mea
 
 
 # ------------------------------------------------------------------ parts of a pass
-
-
-def _pitch(view):
-    """Values from one row (index M) of the input's (N, M, G, D, S) view to the next."""
-    _, _, groups, group_channels, spatial = view
-    return groups * group_channels * spatial
 
 
 def _region(array, part, pitch):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import cuda_loader, group_norm_cuda
+from .. import cuda_loader, cuda_plan, group_norm_cuda
 from . import build, library, memory
 
 BLOCK_ORDERS = ("forward", "reversed", "shuffled")
@@ -119,7 +119,8 @@ class Device:
     id = 0
 
     def __init__(self, sm_count=4, blocks_per_sm=2, schedule=Schedule(), variant="checked",
-                 source=None, l2_bytes=H200_L2_BYTES, line_bytes=LINE_BYTES, cluster_blocks=8):
+                 source=None, l2_bytes=H200_L2_BYTES, line_bytes=LINE_BYTES,
+                 cluster_blocks=max(cuda_plan.CLUSTER_SIZES)):
         if variant not in build.VARIANTS:
             raise ValueError(f"variant must be one of {build.VARIANTS}, got {variant!r}")
         if variant == "thread" and not schedule.parallel:
@@ -131,8 +132,9 @@ class Device:
         if line_bytes < 1 or line_bytes & (line_bytes - 1):
             raise ValueError(f"line_bytes must be a power of two, got {line_bytes}")
         self.line_bytes = line_bytes
-        if cluster_blocks not in (1, 2, 4, 8):
-            raise ValueError(f"cluster_blocks must be 1, 2, 4 or 8, got {cluster_blocks}")
+        if cluster_blocks not in (1, *cuda_plan.CLUSTER_SIZES):
+            raise ValueError(f"cluster_blocks must be one of {(1, *cuda_plan.CLUSTER_SIZES)}, "
+                             f"got {cluster_blocks}")
         self._cluster_blocks = cluster_blocks
         self.schedule = schedule
         self.variant = variant
