@@ -341,9 +341,22 @@ __device__ __forceinline__ void write_statistics(const Welford<A>& w, A p, A cou
 // (a power of two <= 32 for small units, else the block) reduce one chunk.
 
 template <typename I>
-__device__ __forceinline__ I segment_offset(I j, I row, I stride, I segments) {
-  return segments == 1 ? j : (j / row) * stride + j % row;
-}
+struct SegmentUnit {
+  I base, row, stride, segments;
+
+  // Unit `unit` of an input with `inner` units to a sample (its groups, or its
+  // channels), side by side in each row.
+  __device__ __forceinline__ static SegmentUnit of(I unit, I inner, I segments, I row, I stride) {
+    return {(unit / inner) * segments * stride + (unit % inner) * row, row, stride, segments};
+  }
+
+  __device__ __forceinline__ I vectors() const { return segments * row; }
+
+  // The offset, in vectors, of vector j of the unit's flattened (segment, position) index.
+  __device__ __forceinline__ I offset(I j) const {
+    return base + (segments == 1 ? j : (j / row) * stride + j % row);
+  }
+};
 
 // Forward statistics over segment units (channels-first, general layouts, and
 // channels-last with long groups). Without partials (split == 1: each unit is a
@@ -368,12 +381,12 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
   if (slot < slots) {
     const I unit = slot / split;
     const I k = slot % split;
-    const I base = (unit / inner) * segments * stride + (unit % inner) * row;
-    p = to_acc(x[base * V]);
-    const I end = min(k * chunk + chunk, segments * row);
+    const SegmentUnit<I> segment = SegmentUnit<I>::of(unit, inner, segments, row, stride);
+    p = to_acc(x[segment.base * V]);
+    const I end = min(k * chunk + chunk, segment.vectors());
 #pragma unroll 4
     for (I j = k * chunk + I(lane); j < end; j += I(unit_threads)) {
-      add_pack<V>(w, load_pack<V>(x, base + segment_offset(j, row, stride, segments)), p);
+      add_pack<V>(w, load_pack<V>(x, segment.offset(j)), p);
     }
   }
   w = unit_merge(w, empty_welford<A>(), unit_threads);
@@ -566,15 +579,14 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
     k = slot % split;
     n = unit / channels;
     c = unit % channels;
-    const I base = n * segments * channels * row + c * row;
-    const I stride = channels * row;
+    const SegmentUnit<I> segment = SegmentUnit<I>::of(unit, channels, segments, row, channels * row);
     const I q = n * groups + c / group_channels;
     const A mu = mean[q];
     const Preactivation<ACT, A> z(gamma, beta, ACT == kLinear ? A(0) : rstd[q], c);
-    const I end = min(k * chunk + chunk, segments * row);
+    const I end = min(k * chunk + chunk, segment.vectors());
 #pragma unroll(ACT == kLinear ? 4 : 1)
     for (I j = k * chunk + I(lane); j < end; j += I(unit_threads)) {
-      const I offset = base + segment_offset(j, row, stride, segments);
+      const I offset = segment.offset(j);
       add_pack<ACT, V>(s, load_pack<V>(x, offset), load_pack<V>(dy, offset), mu, z);
     }
   }
@@ -881,36 +893,32 @@ __device__ __forceinline__ I channel_in_group(I position, int i, I spatial) {
   return CHANNELS_LAST ? position * I(V) + I(i) : position * I(V) / spatial;
 }
 
-// Where the vectors of group q lie: `vectors` of them, vector j at offset(j) of the
-// input; block `rank` of K caches vectors begin..end-1 (vector j at j - begin of its
-// cache): whole rows when the group has several, else whole channels.
+// Group q as a segment unit (vector j at offset(j) of the input); block `rank` of K
+// caches vectors begin..end-1 (vector j at j - begin of its cache): whole rows when
+// the group has several, else whole channels.
 template <typename I>
 struct CachedGroup {
-  I base, stride, row, segments, vectors, begin, end;
+  SegmentUnit<I> group;
+  I begin, end;
 
   template <bool CHANNELS_LAST, int V, int K>
   __device__ __forceinline__ static CachedGroup of(I q, I groups, I segments, I row, I spatial,
                                                    unsigned rank) {
-    CachedGroup group;
-    group.base = (q / groups) * segments * groups * row + (q % groups) * row;
-    group.stride = groups * row;
-    group.row = row;
-    group.segments = segments;
-    group.vectors = segments * row;
-    group.begin = 0;
-    group.end = group.vectors;
+    CachedGroup cached;
+    cached.group = SegmentUnit<I>::of(q, groups, segments, row, groups * row);
+    const I vectors = cached.group.vectors();
+    cached.begin = 0;
+    cached.end = vectors;
     if constexpr (K > 1) {
       const I granule = segments > 1 ? row : CHANNELS_LAST ? I(1) : spatial / I(V);
-      const I share = (group.vectors / granule + I(K) - 1) / I(K) * granule;
-      group.begin = min(I(rank) * share, group.vectors);
-      group.end = min(group.begin + share, group.vectors);
+      const I share = (vectors / granule + I(K) - 1) / I(K) * granule;
+      cached.begin = min(I(rank) * share, vectors);
+      cached.end = min(cached.begin + share, vectors);
     }
-    return group;
+    return cached;
   }
 
-  __device__ __forceinline__ I offset(I j) const {
-    return base + segment_offset(j, row, stride, segments);
-  }
+  __device__ __forceinline__ I offset(I j) const { return group.offset(j); }
 };
 
 // The exact two-pass statistics of a group held in shared memory, then
