@@ -579,7 +579,8 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
     k = slot % split;
     n = unit / channels;
     c = unit % channels;
-    const SegmentUnit<I> segment = SegmentUnit<I>::of(unit, channels, segments, row, channels * row);
+    const SegmentUnit<I> segment =
+        SegmentUnit<I>::of(unit, channels, segments, row, channels * row);
     const I q = n * groups + c / group_channels;
     const A mu = mean[q];
     const Preactivation<ACT, A> z(gamma, beta, ACT == kLinear ? A(0) : rstd[q], c);
@@ -655,7 +656,8 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
     }
   }
   __syncthreads();
-  const int width = lanes * V;  // channels in this tile; thread (row, lane) wrote row*width + lane*V
+  // Channels in this tile; thread (row, lane) wrote row*width + lane*V.
+  const int width = lanes * V;
   const I slots = I(gridDim.x) / column_chunks * channels;
   for (int col = threadIdx.x; col < width; col += kBlock) {
     if (first_channel + I(col) >= channels) break;
