@@ -665,6 +665,14 @@ def test_planted_global_write_past_the_end():
         run_planted(source, (2, 8, 8, 16), -1, 4)
 
 
+def test_planted_misaligned_vector_load():
+    source = planted("    const Pack<T, V> in = load_pack<V>(x, address);",
+                     "    const Pack<T, V> in = load_pack<V>(x + 1, address);")
+    with pytest.raises(KernelError, match=r"misaligned load of a 16-byte vector at byte 4 "
+                                          r"of allocation"):
+        run_planted(source, (2, 8, 8, 16), -1, 4)
+
+
 def test_planted_shuffle_in_a_divergent_branch():
     source = planted("    value = merge(value, shuffle_xor(value, offset));",
                      "    if (threadIdx.x % 32 < 16) value = merge(value, shuffle_xor(value, offset));")

@@ -102,15 +102,25 @@ struct alignas(sizeof(T) * V) Pack {
   T v[V];
 };
 
+// The host build (cuda_on_cpu) reports a vector access a GPU would fault on: one at
+// an address that is not a multiple of the vector's size.
 template <int V, typename T, typename I>
 __device__ __forceinline__ Pack<T, V> load_pack(const T* __restrict__ p, I vector_index) {
-  return reinterpret_cast<const Pack<T, V>*>(p)[vector_index];
+  const Pack<T, V>* address = reinterpret_cast<const Pack<T, V>*>(p) + vector_index;
+#ifndef __CUDA_ARCH__
+  cuda_on_cpu::check_vector_access(address, sizeof(Pack<T, V>), false);
+#endif
+  return *address;
 }
 
 template <int V, typename T, typename I>
 __device__ __forceinline__ void store_pack(T* __restrict__ p, I vector_index,
                                            const Pack<T, V>& pack) {
-  reinterpret_cast<Pack<T, V>*>(p)[vector_index] = pack;
+  Pack<T, V>* address = reinterpret_cast<Pack<T, V>*>(p) + vector_index;
+#ifndef __CUDA_ARCH__
+  cuda_on_cpu::check_vector_access(address, sizeof(Pack<T, V>), true);
+#endif
+  *address = pack;
 }
 
 // ------------------------------------------------------------------ reduction core

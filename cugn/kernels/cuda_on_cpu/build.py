@@ -9,7 +9,8 @@ cached on disk by a hash of everything that goes into them.
 Variants:
 - ``checked``: the kernels with outline address instrumentation, whose
   callbacks in ``runtime.cpp`` count global traffic per allocation and catch
-  accesses to guard zones and past the end of shared arrays;
+  accesses to guard zones and past the end of shared arrays (every variant
+  fails a misaligned vector access, which the sources check in their host build);
 - ``address``: AddressSanitizer and UndefinedBehaviorSanitizer over both units
   (load it in a process started with libasan preloaded);
 - ``thread``: ThreadSanitizer (with libtsan preloaded), for the parallel schedule.

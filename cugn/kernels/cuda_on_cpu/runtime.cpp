@@ -979,6 +979,21 @@ std::string thread_name() {
 }
 
 }  // namespace
+
+void check_vector_access(const void* address, size_t bytes, bool store) {
+  const uintptr_t at = uintptr_t(address);
+  if (at % bytes == 0) return;
+  std::string where = hex(at);
+  for (size_t i = 0; i < allocations.size(); ++i) {
+    if (at >= allocations[i].begin && at < allocations[i].end) {
+      where = "byte " + std::to_string(at - allocations[i].begin) + " of allocation " +
+              std::to_string(i);
+    }
+  }
+  engine().fail(thread_name() + ": misaligned " + (store ? "store" : "load") + " of a " +
+                std::to_string(bytes) + "-byte vector at " + where);
+}
+
 }  // namespace cuda_on_cpu
 
 using cuda_on_cpu::access;

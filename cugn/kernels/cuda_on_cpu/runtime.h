@@ -52,6 +52,10 @@ void syncthreads(const char* file, int line);
 uint64_t shuffle(unsigned mask, uint64_t bits, int size, ShuffleKind kind, int operand, int width,
                  const char* file, int line);
 
+// Fails the launch where `address` is not a multiple of `bytes`: a GPU faults on a
+// vector access so placed (the .cu sources call it in their host build).
+void check_vector_access(const void* address, size_t bytes, bool store);
+
 void cluster_arrive(const char* file, int line);
 void cluster_wait(const char* file, int line);
 void* cluster_map_shared_rank(const void* address, unsigned rank, const char* file, int line);
