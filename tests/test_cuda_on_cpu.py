@@ -238,6 +238,27 @@ def test_vector_width_follows_alignment(offset, vector):
     assert apply == f"cugn::forward_apply<cugn::Half, {vector}, unsigned int, true, cugn::kLinear>"
 
 
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "one value in"])
+def test_gamma_and_beta_in_the_compute_dtype_at_any_alignment(offset):
+    # float32 parameters need no conversion, so a view one value into an allocation
+    # reaches the host code as it is: it must go to the kernels as an aligned copy, or
+    # their vector loads of it fault (the harness refuses them, as a GPU would).
+    shape, axis, groups = (2, 4, 4, 32), -1, 4
+    device = make_device()
+    layout = make_layout(shape, axis, groups)
+    x, dy, gamma, beta = make_inputs(shape, layout, np.float32)
+    gamma, beta = gamma.astype(np.float32), beta.astype(np.float32)
+    with device.installed():
+        weight, bias = (on_device(device, p, offset) for p in (gamma, beta))
+        xs, dys = device.asarray(x), device.asarray(dy)
+        y, mean, rstd = group_norm_cuda.forward(xs, weight, bias, layout, 1e-3)
+        grads = group_norm_cuda.backward(xs, dys, weight, mean, rstd, layout)
+    assert {"forward_apply", "backward_dx"} <= {launch.kernel for launch in device.launches}
+    got = [np.array(a) for a in (y, mean, rstd, *grads)]
+    assert_matches(got, run_reference(layout, x, dy, gamma, beta, 1e-3), layout, np.float32,
+                   dy=dy, gamma=gamma)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 def test_64_bit_indices(monkeypatch, dtype):
     monkeypatch.setattr(cuda_plan, "INDEX64_THRESHOLD", 0)

@@ -514,11 +514,17 @@ def _prepare(x5, vector_arrays, storage, activation):
 
 
 def _parameter(param, acc):
-    """gamma or beta flattened, contiguous, in the compute dtype; None stays None
-    (a null pointer: the kernels then use 1 and 0)."""
+    """gamma or beta flattened, contiguous, in the compute dtype, 16-byte aligned (the
+    kernels read it in vectors); None stays None (a null pointer: the kernels then
+    use 1 and 0)."""
     if param is None:
         return None
-    return cupy.ascontiguousarray(param.reshape(-1), dtype=acc)
+    flat = cupy.ascontiguousarray(param.reshape(-1), dtype=acc)
+    if flat.data.ptr % cuda_plan.VECTOR_BYTES:  # a view into the middle of an allocation
+        aligned = cupy.empty(flat.shape, acc)
+        aligned[...] = flat
+        return aligned
+    return flat
 
 
 def _empty_forward(x, layout, acc, epsilon):

@@ -123,6 +123,31 @@ __device__ __forceinline__ void store_pack(T* __restrict__ p, I vector_index,
   *address = pack;
 }
 
+// A per-channel parameter (gamma or beta, in the accumulation type) at the V channels
+// of a vector: channels c..c+V-1 with S == 1 (c % V == 0; the host passes the arrays
+// 16-byte aligned, a window of them V values aligned), else channel c for all V;
+// `absent` where the pointer is null.
+// Loaded as vectors: a warp's lanes, V channels apart, then touch each cache line of
+// the array once per vector rather than once per value.
+template <bool CHANNELS_LAST, int V, typename A, typename I>
+__device__ __forceinline__ Pack<A, V> channel_values(const A* __restrict__ p, I c, A absent) {
+  Pack<A, V> values;
+  if (CHANNELS_LAST && p != nullptr) {
+    constexpr int W = V * sizeof(A) <= 16 ? V : 16 / int(sizeof(A));
+#pragma unroll
+    for (int k = 0; k < V; k += W) {
+      const Pack<A, W> part = load_pack<W>(p, (c + I(k)) / I(W));
+#pragma unroll
+      for (int i = 0; i < W; ++i) values.v[k + i] = part.v[i];
+    }
+  } else {
+    const A value = p == nullptr ? absent : p[c];
+#pragma unroll
+    for (int i = 0; i < V; ++i) values.v[i] = value;
+  }
+  return values;
+}
+
 // ------------------------------------------------------------------ reduction core
 
 __device__ __forceinline__ float divide(float a, float b) { return __fdividef(a, b); }
@@ -282,6 +307,10 @@ struct Preactivation {
       shift = beta == nullptr ? A(0) : beta[c];
     }
   }
+
+  // From rstd*gamma[c] and beta[c] themselves.
+  __device__ __forceinline__ Preactivation(A channel_scale, A channel_shift)
+      : scale(channel_scale), shift(channel_shift) {}
 
   // From the on-chip tier's per-channel table of rstd*gamma[c] and beta[c].
   template <typename I>
@@ -547,13 +576,14 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     const A r = rstd[q];
     const A p = pivot[q];
     const A m = shifted_mean[q];
+    const Pack<A, V> weights = channel_values<CHANNELS_LAST, V>(gamma, c, A(1));
+    const Pack<A, V> biases = channel_values<CHANNELS_LAST, V>(beta, c, A(0));
     const Pack<T, V> in = load_pack<V>(x, address);
     Pack<T, V> out;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-      const I ci = CHANNELS_LAST ? c + I(i) : c;
-      const A a = gamma == nullptr ? r : r * gamma[ci];
-      const A b = (beta == nullptr ? A(0) : beta[ci]) - a * m;
+      const A a = r * weights.v[i];
+      const A b = biases.v[i] - a * m;
       from_acc(activate<ACT>(a * (to_acc(in.v[i]) - p) + b), out.v[i]);
     }
     store_pack<V>(y, address, out);
@@ -783,15 +813,21 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
     const A r = rstd[q];
     const A k2 = c2[q];
     const A k3 = c3[q];
+    Pack<A, V> weights = {};
+    if constexpr (ACT == kLinear) weights = channel_values<CHANNELS_LAST, V>(gamma, c, A(1));
     const Pack<T, V> xs = load_pack<V>(x, address);
     const Pack<T, V> gs = load_pack<V>(dy, address);
     Pack<T, V> out;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
+      // With an activation, gamma and beta are read per value (from L1): held for the
+      // whole vector, they would take registers its derivative needs (double spills).
       const I ci = CHANNELS_LAST ? c + I(i) : c;
-      const A k1 = gamma == nullptr ? r : r * gamma[ci];
+      const A weight = ACT == kLinear ? weights.v[i] : gamma == nullptr ? A(1) : gamma[ci];
+      const A shift = ACT == kLinear || beta == nullptr ? A(0) : beta[ci];
+      const A k1 = r * weight;
       const A centered = to_acc(xs.v[i]) - mu;
-      const A g = Preactivation<ACT, A>(gamma, beta, r, ci).gradient(to_acc(gs.v[i]), centered);
+      const A g = Preactivation<ACT, A>(k1, shift).gradient(to_acc(gs.v[i]), centered);
       from_acc(k1 * g + k2 * centered + k3, out.v[i]);
     }
     store_pack<V>(dx, address, out);
