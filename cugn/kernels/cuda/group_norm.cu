@@ -160,13 +160,6 @@ __device__ __forceinline__ double divide(double a, double b) { return a / b; }
 template <typename A>
 struct Welford {
   A count, mean, m2;
-
-  __device__ __forceinline__ void add(A value) {
-    count += A(1);
-    const A delta = value - mean;
-    mean += divide(delta, count);
-    m2 += delta * (value - mean);
-  }
 };
 
 template <typename A>
@@ -252,10 +245,28 @@ __device__ __forceinline__ S unit_merge(S value, S empty, int unit_threads) {
   return unit_threads <= 32 ? warp_merge(value, unit_threads) : block_merge(value, empty);
 }
 
+// A vector's values less the pivot into a Welford state: the vector's own mean and
+// m2 (two passes over its V values in registers), merged in with Chan's formula, so
+// one division per vector rather than one per value. From the empty state the merge
+// gives the vector's statistics exactly.
 template <int V, typename T, typename A>
 __device__ __forceinline__ void add_pack(Welford<A>& w, const Pack<T, V>& pack, A pivot) {
+  A values[V];
+  A sum = A(0);
 #pragma unroll
-  for (int i = 0; i < V; ++i) w.add(to_acc(pack.v[i]) - pivot);
+  for (int i = 0; i < V; ++i) {
+    values[i] = to_acc(pack.v[i]) - pivot;
+    sum += values[i];
+  }
+  const A mean = sum * (A(1) / A(V));  // V is a power of two: exact
+  A m2 = A(0);
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const A d = values[i] - mean;
+    m2 += d * d;
+  }
+  const Welford<A> vector = {A(V), mean, m2};
+  w = merge(w, vector);
 }
 
 // ------------------------------------------------------------------ fused activations
