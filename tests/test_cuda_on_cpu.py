@@ -1,4 +1,4 @@
-"""The CUDA kernels of ``cugn/kernels/cuda/group_norm.cu`` run on the CPU.
+"""The CUDA kernels of ``cugn/kernels/cuda/`` run on the CPU.
 
 The real source is built by the host compiler (``cugn.kernels.cuda_on_cpu``) and
 launched by cugn's real host code (``group_norm_cuda``), one host thread per
@@ -707,10 +707,13 @@ def test_planted_early_return_before_a_barrier():
                      "  if (lane == 0) warp_results[warp] = value;\n"
                      "  if (threadIdx.x == kBlock - 1) return value;\n")
     # One at a time, lowest index first, threads 0-254 wait at the barrier when 255
-    # leaves; all at once, 255 may leave before or after others arrive.
-    with pytest.raises(KernelError, match=r"thread 255 exited while threads [-\d, ]+ wait at "
-                                          r"__syncthreads \(group_norm.cu:\d+\)|"
-                                          r"__syncthreads \(group_norm.cu:\d+\) reached by "
+    # leaves; all at once, 255 may leave before or after others arrive. The barrier
+    # is named by its file and line (the loader's line markers), one line lower for
+    # the planted one.
+    lines = (cuda_loader.SOURCE_DIRECTORY / "reduction.cuh").read_text().split("\n")
+    barrier = f"__syncthreads \\(reduction.cuh:{lines.index('  __syncthreads();') + 2}\\)"
+    with pytest.raises(KernelError, match=rf"thread 255 exited while threads [-\d, ]+ wait at "
+                                          rf"{barrier}|{barrier} reached by "
                                           r"thread \d+ after threads 255 exited"):
         run_planted(source, *BLOCK_TIER)
 

@@ -12,6 +12,7 @@ architectures, so CI proves what ships.
 
 import dataclasses
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,9 @@ import numpy as np
 
 from .cuda_plan import BLOCK, CLUSTER_SIZES, ON_CHIP_BYTES, ON_CHIP_CHANNELS
 
-SOURCE_PATH = Path(__file__).with_name("cuda") / "group_norm.cu"
+SOURCE_DIRECTORY = Path(__file__).with_name("cuda")
+# The kernels' source: this file, which includes the others of its folder.
+SOURCE_NAME = "group_norm.cu"
 
 # Compile options shared by the loader and the compile check. Full-precision
 # division and sqrt stay on (NVRTC's default): rstd must match the NumPy path.
@@ -122,9 +125,27 @@ def configurations():
             for index64 in (False, True)]
 
 
+_LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)".*$', re.MULTILINE)
+
+
 @functools.cache
 def source():
-    return SOURCE_PATH.read_text()
+    """The kernels' source as one text: group_norm.cu with each of its local
+    ``#include "file"`` lines replaced by that file of its folder, between
+    ``#line`` markers so that compiler messages name the file and line.
+
+    One text, because CuPy's on-disk kernel cache keys on the code it is given
+    and not on the headers NVRTC would find through ``-I``: an edited header
+    would be served from a stale cache."""
+    text = (SOURCE_DIRECTORY / SOURCE_NAME).read_text()
+
+    def included(match):
+        name = match.group(1)
+        following = text.count("\n", 0, match.end()) + 2  # the line after the #include
+        return (f'#line 1 "{name}"\n{(SOURCE_DIRECTORY / name).read_text()}'
+                f'#line {following} "{SOURCE_NAME}"')
+
+    return _LOCAL_INCLUDE.sub(included, text)
 
 
 @functools.cache

@@ -3,7 +3,7 @@ the dtype, the data addresses and the device's size and L2, so they run (and
 are tested) without a GPU.
 
 The input is the contiguous (N, M, G, D, S) view of ``layout.py``; C = G*D.
-Reductions come in two shapes (see ``cuda/group_norm.cu``):
+Reductions come in two shapes (see ``cuda/traversal.cuh``):
 
 - segment: a unit (a group (n, g), or a channel (n, c) in the backward) is M rows
   of contiguous values. Tiers by size: a few lanes of a warp per unit when the

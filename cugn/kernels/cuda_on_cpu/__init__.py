@@ -1,11 +1,12 @@
 """The real CUDA sources of cugn, run on the CPU.
 
-The ``.cu`` files are compiled by the host's C++ compiler against a small CUDA
-header (``runtime.h``) and run by a launcher (``runtime.cpp``) that gives every
-CUDA thread a host thread, enforces the rules of barriers and warp shuffles,
-and checks memory; thread-block clusters run with shared memory of their own
-per block and distributed shared memory between them. ``Device`` puts cugn's
-CUDA host code on top of it, with NumPy standing in for CuPy::
+The CUDA source, as the loader assembles it, is compiled by the host's C++
+compiler against a small CUDA header (``runtime.h``) and run by a launcher
+(``runtime.cpp``) that gives every CUDA thread a host thread, enforces the
+rules of barriers and warp shuffles, and checks memory; thread-block clusters
+run with shared memory of their own per block and distributed shared memory
+between them. ``Device`` puts cugn's CUDA host code on top of it, with NumPy
+standing in for CuPy::
 
     device = Device(sm_count=4, blocks_per_sm=2)
     with device.installed():

@@ -1,10 +1,10 @@
 """Builds CUDA sources for the host: one shared library per (source, kernels, variant).
 
-The generated translation unit includes ``runtime.h``, then the ``.cu`` source
-as it is (inside an anonymous namespace, so that every static array is the
-unit's own and instrumentable), then a table of the requested instantiations,
-named by the same name expressions the loader gives NVRTC. Libraries are
-cached on disk by a hash of everything that goes into them.
+The generated translation unit includes ``runtime.h``, then the CUDA source
+as it is (the loader's one text, inside an anonymous namespace, so that every
+static array is the unit's own and instrumentable), then a table of the
+requested instantiations, named by the same name expressions the loader gives
+NVRTC. Libraries are cached on disk by a hash of everything that goes into them.
 
 Variants:
 - ``checked``: the kernels with outline address instrumentation, whose
