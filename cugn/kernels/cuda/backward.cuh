@@ -98,13 +98,18 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
       const I offset = ((n * rows + m) * pitch + c) / V;
       const Pack<T, V> xs = load_pack<V>(x, offset);
       const Pack<T, V> gs = load_pack<V>(dy, offset);
+      // z's scale and shift for the thread's V channels, the same on every row: read
+      // in the loop, the compiler keeps them in registers where they fit.
+      Pack<A, V> weights = {}, shifts = {};
+      if constexpr (ACT != kLinear) {
+        weights = channel_values<true, V>(gamma, c, A(1));
+        shifts = channel_values<true, V>(beta, c, A(0));
+      }
 #pragma unroll
       for (int i = 0; i < V; ++i) {
         const A centered = to_acc(xs.v[i]) - mu;
-        // gamma and beta re-read per row (from L1) rather than held: the 3*V sums
-        // already take most of the registers.
-        const A g = Preactivation<ACT, A>(gamma, beta, r, c + I(i)).gradient(to_acc(gs.v[i]),
-                                                                          centered);
+        const A g = Preactivation<ACT, A>(r * weights.v[i], shifts.v[i]).gradient(
+            to_acc(gs.v[i]), centered);
         sum_dy[i] += g;
         sum_dy_centered[i] += g * centered;
         sum_centered[i] += centered;
@@ -237,22 +242,21 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
     const A r = rstd[q];
     const A k2 = c2[q];
     const A k3 = c3[q];
-    Pack<A, V> weights = {};
-    if constexpr (ACT == kLinear) weights = channel_values<CHANNELS_LAST, V>(gamma, c, A(1));
+    const Pack<A, V> weights = channel_values<CHANNELS_LAST, V>(gamma, c, A(1));
+    Pack<A, V> shifts = {};
+    if constexpr (ACT != kLinear) shifts = channel_values<CHANNELS_LAST, V>(beta, c, A(0));
     const Pack<T, V> xs = load_pack<V>(x, address);
     const Pack<T, V> gs = load_pack<V>(dy, address);
     Pack<T, V> out;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-      // With an activation, gamma and beta are read per value (from L1): held for the
-      // whole vector, they would take registers its derivative needs (double spills).
-      const I ci = CHANNELS_LAST ? c + I(i) : c;
-      const A weight = ACT == kLinear ? weights.v[i] : gamma == nullptr ? A(1) : gamma[ci];
-      const A shift = ACT == kLinear || beta == nullptr ? A(0) : beta[ci];
-      const A k1 = r * weight;
+      const A k1 = r * weights.v[i];
       const A centered = to_acc(xs.v[i]) - mu;
-      const A g = Preactivation<ACT, A>(k1, shift).gradient(to_acc(gs.v[i]), centered);
-      from_acc(k1 * g + k2 * centered + k3, out.v[i]);
+      const A g = Preactivation<ACT, A>(k1, shifts.v[i]).gradient(to_acc(gs.v[i]), centered);
+      // Two fused multiply-adds, written out: the compiler would contract the sum
+      // anyway, in an order of its own; in this one the float64 gelu instantiation
+      // fits its registers, and the host build rounds as the GPU does.
+      from_acc(fma(k1, g, fma(k2, centered, k3)), out.v[i]);
     }
     store_pack<V>(dx, address, out);
   }

@@ -142,6 +142,13 @@ inline void* __cluster_map_shared_rank(const void* address, unsigned rank,
 
 // The math the kernels use. The GPU's fast division is approximate; here it is IEEE.
 inline float __fdividef(float a, float b) { return a / b; }
+// The GPU's fast exponential is ex2.approx.ftz of the rounded x*log2(e): that
+// rounding (the part of its error that grows with |x|) and the flush of subnormal
+// results to zero are kept here; ex2's own 2 ulp are not.
+inline float __expf(float x) {
+  const float e = exp2f(x * 1.44269504f);
+  return e < 1.17549435e-38f ? 0.0f : e;  // below FLT_MIN
+}
 
 inline unsigned __float_as_uint(float value) {
   unsigned bits;
