@@ -252,7 +252,7 @@ __device__ __forceinline__ void differentiate_on_chip(
   const I d0 = segments > 1 ? I(0) : channel_in_group<CHANNELS_LAST, V>(cached.begin, 0, spatial);
   const I d1 = segments > 1 ? group_channels
                             : channel_in_group<CHANNELS_LAST, V>(cached.end, 0, spatial);
-  const I channel_values = cached_segments * spatial;
+  const I values_per_channel = cached_segments * spatial;
   const int lane = threadIdx.x & (unit_threads - 1);
   const int units = kBlock / unit_threads;
   const Sums<A> empty = {A(0), A(0), A(0)};
@@ -265,7 +265,7 @@ __device__ __forceinline__ void differentiate_on_chip(
     if (d0 <= d && d < d1) {
       const Preactivation<ACT, A> z(scale, shift, d);
 #pragma unroll(ACT == kLinear ? 4 : 1)
-      for (I t = I(lane); t < channel_values; t += I(unit_threads)) {
+      for (I t = I(lane); t < values_per_channel; t += I(unit_threads)) {
         const I k = cached_index<CHANNELS_LAST>(t, d - d0, cached_segments, group_channels,
                                                 spatial);
         const A c = to_acc(xs[k]) - mu;
@@ -339,15 +339,14 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
 template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT, int K>
 __global__ void CUGN_CLUSTER_DIMS(K) __launch_bounds__(kBlock, kMinBlocksActivated)
     backward_on_chip_cluster(const T* __restrict__ x, const T* __restrict__ dy,
-                                 T* __restrict__ dx,
-                                 const typename AccOf<T>::type* __restrict__ gamma,
-                                 const typename AccOf<T>::type* __restrict__ beta,
-                                 const typename AccOf<T>::type* __restrict__ mean,
-                                 const typename AccOf<T>::type* __restrict__ rstd,
-                                 typename AccOf<T>::type* __restrict__ partials,
-                                 typename AccOf<T>::type* __restrict__ residual, I groups,
-                                 I segments, I row, I group_channels, I spatial,
-                                 int unit_threads, typename AccOf<T>::type count) {
+                             T* __restrict__ dx, const typename AccOf<T>::type* __restrict__ gamma,
+                             const typename AccOf<T>::type* __restrict__ beta,
+                             const typename AccOf<T>::type* __restrict__ mean,
+                             const typename AccOf<T>::type* __restrict__ rstd,
+                             typename AccOf<T>::type* __restrict__ partials,
+                             typename AccOf<T>::type* __restrict__ residual, I groups,
+                             I segments, I row, I group_channels, I spatial, int unit_threads,
+                             typename AccOf<T>::type count) {
 #if CUGN_CLUSTERS
   differentiate_on_chip<T, V, I, CHANNELS_LAST, ACT, K>(x, dy, dx, gamma, beta, mean, rstd,
                                                         partials, residual, groups, segments, row,
