@@ -43,6 +43,7 @@ from cupy_backends.cuda.api import driver
 from ..backend import compute_dtype
 from ..profiling.nvtx import kernel_range
 from . import cuda_loader, cuda_plan
+from .divisor import divisor
 from .fused_activation import check_activation
 
 # Whether a pass whose re-read inputs exceed half the L2 runs in parts (above); off,
@@ -88,8 +89,8 @@ def _forward(x, gamma, beta, layout, epsilon, acc, storage, activation):
         kernels.on_chip("forward_on_chip", plan.forward_on_chip.cluster)(
             (plan.forward_on_chip.grid,), (cuda_plan.BLOCK,),
             (x5, y5, gamma, beta, mean, rstd, index(groups), index(rows),
-             index(group_channels * spatial // plan.vector), index(group_channels),
-             index(spatial), acc.type(layout.group_size), acc.type(epsilon)))
+             divisor(group_channels * spatial // plan.vector, index), index(group_channels),
+             divisor(spatial, index), acc.type(layout.group_size), acc.type(epsilon)))
         return layout.from_view(y5), mean, rstd
     pivot = cupy.empty(batch * groups, acc)
     shifted_mean = cupy.empty(batch * groups, acc)
@@ -134,7 +135,7 @@ def _statistics(kernels, index, vector, stats, x, view, pitch, partials, group_s
         kernels.forward_stats_segment(
             (stats.grid,), (cuda_plan.BLOCK,),
             (x, partials, *finals, index(units), index(groups), index(rows),
-             index(group_channels * spatial // vector), index(pitch // vector),
+             divisor(group_channels * spatial // vector, index), index(pitch // vector),
              index(stats.split), index(stats.chunk), np.int32(stats.unit_threads), *scalars))
     else:
         kernels.forward_stats_column(
@@ -157,13 +158,10 @@ def _finalize(kernels, index, grid, x, view, pitch, partials, split, mean, rstd,
 
 def _apply(kernels, index, vector, grid, x, y, view, pitch, gamma, beta, rstd, pivot,
            shifted_mean):
-    batch, rows, groups, group_channels, spatial = view
-    channels = groups * group_channels
     kernels.forward_apply(
         (grid,), (cuda_plan.BLOCK,),
         (x, y, gamma, beta, rstd, pivot, shifted_mean,
-         index(math.prod(view) // vector), index(spatial), index(channels), index(pitch),
-         index(group_channels), index(groups), index(rows * channels * spatial)))
+         index(math.prod(view) // vector), *_locator(view, pitch, index)))
 
 
 def backward(x, dy, gamma, mean, rstd, layout, storage=None, beta=None, activation=None):
@@ -208,8 +206,8 @@ def _backward(x, dy, gamma, mean, rstd, layout, acc, storage, beta, activation):
         kernels.on_chip("backward_on_chip", tier.cluster)(
             (tier.grid,), (cuda_plan.BLOCK,),
             (x5, dy5, dx5, weight, shift, mean, rstd, partials, residual, index(groups),
-             index(rows), index(group_channels * spatial // plan.vector),
-             index(group_channels), index(spatial), np.int32(tier.unit_threads),
+             index(rows), divisor(group_channels * spatial // plan.vector, index),
+             index(group_channels), divisor(spatial, index), np.int32(tier.unit_threads),
              acc.type(layout.group_size)))
         return (layout.from_view(dx5), *_parameters(kernels, index, plan, partials, rstd,
                                                     residual, layout, tier.cluster, acc))
@@ -277,7 +275,7 @@ def _partial_sums(kernels, index, vector, sums, x, dy, view, pitch, mean, rstd, 
         kernels.backward_partials_segment(
             (sums.grid,), (cuda_plan.BLOCK,),
             (x, dy, mean, rstd, weight, shift, partials, index(batch * channels),
-             index(channels), index(rows), index(spatial // vector), index(sums.split),
+             index(channels), index(rows), divisor(spatial // vector, index), index(sums.split),
              index(sums.chunk), index(group_channels), index(groups),
              np.int32(sums.unit_threads)))
     else:
@@ -298,13 +296,21 @@ def _coefficients(kernels, index, grid, partials, weight, rstd, c2, c3, residual
 
 
 def _dx(kernels, index, vector, grid, x, dy, dx, view, pitch, weight, shift, mean, rstd, c2, c3):
-    batch, rows, groups, group_channels, spatial = view
-    channels = groups * group_channels
     kernels.backward_dx(
         (grid,), (cuda_plan.BLOCK,),
         (x, dy, dx, weight, shift, mean, rstd, c2, c3, index(math.prod(view) // vector),
-         index(spatial), index(channels), index(pitch), index(group_channels), index(groups),
-         index(rows * channels * spatial)))
+         *_locator(view, pitch, index)))
+
+
+def _locator(view, pitch, index):
+    """The elementwise kernels' arguments that place a vector of ``view`` (rows
+    ``pitch`` values apart) in memory and in its group: the divisors of locate()
+    and of the group's channels, the pitch and the groups."""
+    _, rows, groups, group_channels, spatial = view
+    channels = groups * group_channels
+    return (divisor(spatial, index), divisor(channels, index), index(pitch),
+            divisor(group_channels, index), index(groups),
+            divisor(rows * channels * spatial, index))
 
 
 # ------------------------------------------------------------------ parts of a pass

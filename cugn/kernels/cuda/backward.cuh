@@ -7,18 +7,29 @@
 
 namespace cugn {
 
+template <Activation ACT, typename A>
+__device__ __forceinline__ void add_value(Sums<A>& s, A x, A dy, A mean,
+                                          const Preactivation<ACT, A>& z) {
+  const A centered = x - mean;
+  const A g = z.gradient(dy, centered);
+  s.dy += g;
+  s.dy_centered += g * centered;
+  s.centered += centered;
+}
+
 template <Activation ACT, int V, typename T, typename A>
 __device__ __forceinline__ void add_pack(Sums<A>& s, const Pack<T, V>& x, const Pack<T, V>& dy,
                                          A mean, const Preactivation<ACT, A>& z) {
 #pragma unroll
-  for (int i = 0; i < V; ++i) {
-    const A centered = to_acc(x.v[i]) - mean;
-    const A g = z.gradient(to_acc(dy.v[i]), centered);
-    s.dy += g;
-    s.dy_centered += g * centered;
-    s.centered += centered;
-  }
+  for (int i = 0; i < V; ++i) add_value(s, to_acc(x.v[i]), to_acc(dy.v[i]), mean, z);
 }
+
+// With an activation, float64 sums a vector value by value, from scalar loads: its
+// erf and exp in double for the V values at once would take more registers than
+// the kernel has (it spilled), and such a loop is bound by that arithmetic, not
+// by its loads.
+template <Activation ACT, typename A>
+constexpr bool kValueByValue = ACT != kLinear && sizeof(A) == 8;
 
 // Channels with S > 1: segment units (n, c) of M rows of S values.
 template <typename T, int V, typename I, Activation ACT>
@@ -28,8 +39,8 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
                               const typename AccOf<T>::type* __restrict__ rstd,
                               const typename AccOf<T>::type* __restrict__ gamma,
                               const typename AccOf<T>::type* __restrict__ beta,
-                              typename AccOf<T>::type* __restrict__ partials, I units,
-                              I channels, I segments, I row, I split, I chunk, I group_channels,
+                              typename AccOf<T>::type* __restrict__ partials, I units, I channels,
+                              I segments, Divisor<I> row, I split, I chunk, I group_channels,
                               I groups, int unit_threads) {
   typedef typename AccOf<T>::type A;
   const int lane = threadIdx.x & (unit_threads - 1);
@@ -44,15 +55,22 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
     n = unit / channels;
     c = unit % channels;
     const SegmentUnit<I> segment =
-        SegmentUnit<I>::of(unit, channels, segments, row, channels * row);
+        SegmentUnit<I>::of(unit, channels, segments, row, channels * row.value);
     const I q = n * groups + c / group_channels;
     const A mu = mean[q];
     const Preactivation<ACT, A> z(gamma, beta, ACT == kLinear ? A(0) : rstd[q], c);
-    const I end = min(k * chunk + chunk, segment.vectors());
+    const I end = min(k * chunk + chunk, segment.vectors);
 #pragma unroll(ACT == kLinear ? 4 : 1)
     for (I j = k * chunk + I(lane); j < end; j += I(unit_threads)) {
       const I offset = segment.offset(j);
-      add_pack<ACT, V>(s, load_pack<V>(x, offset), load_pack<V>(dy, offset), mu, z);
+      if constexpr (kValueByValue<ACT, A>) {
+#pragma unroll 1
+        for (int i = 0; i < V; ++i) {
+          add_value(s, to_acc(x[offset * V + i]), to_acc(dy[offset * V + i]), mu, z);
+        }
+      } else {
+        add_pack<ACT, V>(s, load_pack<V>(x, offset), load_pack<V>(dy, offset), mu, z);
+      }
     }
   }
   s = unit_merge(s, empty, unit_threads);
@@ -229,15 +247,16 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
                 const typename AccOf<T>::type* __restrict__ mean,
                 const typename AccOf<T>::type* __restrict__ rstd,
                 const typename AccOf<T>::type* __restrict__ c2,
-                const typename AccOf<T>::type* __restrict__ c3, I vectors, I spatial,
-                I channels, I pitch, I group_channels, I groups, I batch_stride) {
+                const typename AccOf<T>::type* __restrict__ c3, I vectors, Divisor<I> spatial,
+                Divisor<I> channels, I pitch, Divisor<I> group_channels, I groups,
+                Divisor<I> batch_stride) {
   typedef typename AccOf<T>::type A;
   for (I j = I(blockIdx.x) * I(kBlock) + I(threadIdx.x); j < vectors;
        j += I(gridDim.x) * I(kBlock)) {
     I n, c;
     const I address = locate<CHANNELS_LAST, V>(j * V, spatial, channels, pitch, batch_stride, n,
                                                c);
-    const I q = n * groups + c / group_channels;
+    const I q = n * groups + group_channels.divide(c);
     const A mu = mean[q];
     const A r = rstd[q];
     const A k2 = c2[q];

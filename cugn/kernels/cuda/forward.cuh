@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
                           typename AccOf<T>::type* __restrict__ rstd,
                           typename AccOf<T>::type* __restrict__ pivot,
                           typename AccOf<T>::type* __restrict__ shifted_mean, I units, I inner,
-                          I segments, I row, I stride, I split, I chunk, int unit_threads,
+                          I segments, Divisor<I> row, I stride, I split, I chunk, int unit_threads,
                           typename AccOf<T>::type count, typename AccOf<T>::type epsilon) {
   typedef typename AccOf<T>::type A;
   const int lane = threadIdx.x & (unit_threads - 1);
@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
     const I k = slot % split;
     const SegmentUnit<I> segment = SegmentUnit<I>::of(unit, inner, segments, row, stride);
     p = to_acc(x[segment.base * V]);
-    const I end = min(k * chunk + chunk, segment.vectors());
+    const I end = min(k * chunk + chunk, segment.vectors);
 #pragma unroll 4
     for (I j = k * chunk + I(lane); j < end; j += I(unit_threads)) {
       add_pack<V>(w, load_pack<V>(x, segment.offset(j)), p);
@@ -174,15 +174,16 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
                   const typename AccOf<T>::type* __restrict__ beta,
                   const typename AccOf<T>::type* __restrict__ rstd,
                   const typename AccOf<T>::type* __restrict__ pivot,
-                  const typename AccOf<T>::type* __restrict__ shifted_mean, I vectors, I spatial,
-                  I channels, I pitch, I group_channels, I groups, I batch_stride) {
+                  const typename AccOf<T>::type* __restrict__ shifted_mean, I vectors,
+                  Divisor<I> spatial, Divisor<I> channels, I pitch, Divisor<I> group_channels,
+                  I groups, Divisor<I> batch_stride) {
   typedef typename AccOf<T>::type A;
   for (I j = I(blockIdx.x) * I(kBlock) + I(threadIdx.x); j < vectors;
        j += I(gridDim.x) * I(kBlock)) {
     I n, c;
     const I address = locate<CHANNELS_LAST, V>(j * V, spatial, channels, pitch, batch_stride, n,
                                                c);
-    const I q = n * groups + c / group_channels;
+    const I q = n * groups + group_channels.divide(c);
     const A r = rstd[q];
     const A p = pivot[q];
     const A m = shifted_mean[q];

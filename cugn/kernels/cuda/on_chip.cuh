@@ -33,8 +33,8 @@ constexpr int kOnChipChannels = CUGN_ON_CHIP_CHANNELS;
 // The channel, within its group, of value i of the vector at `position` in its row:
 // with S == 1 the V values are V channels, else V positions of one channel.
 template <bool CHANNELS_LAST, int V, typename I>
-__device__ __forceinline__ I channel_in_group(I position, int i, I spatial) {
-  return CHANNELS_LAST ? position * I(V) + I(i) : position * I(V) / spatial;
+__device__ __forceinline__ I channel_in_group(I position, int i, const Divisor<I>& spatial) {
+  return CHANNELS_LAST ? position * I(V) + I(i) : spatial.divide(position * I(V));
 }
 
 // Group q as a segment unit (vector j at offset(j) of the input); block `rank` of K
@@ -46,15 +46,15 @@ struct CachedGroup {
   I begin, end;
 
   template <bool CHANNELS_LAST, int V, int K>
-  __device__ __forceinline__ static CachedGroup of(I q, I groups, I segments, I row, I spatial,
-                                                   unsigned rank) {
+  __device__ __forceinline__ static CachedGroup of(I q, I groups, I segments, Divisor<I> row,
+                                                   Divisor<I> spatial, unsigned rank) {
     CachedGroup cached;
-    cached.group = SegmentUnit<I>::of(q, groups, segments, row, groups * row);
-    const I vectors = cached.group.vectors();
+    cached.group = SegmentUnit<I>::of(q, groups, segments, row, groups * row.value);
+    const I vectors = cached.group.vectors;
     cached.begin = 0;
     cached.end = vectors;
     if constexpr (K > 1) {
-      const I granule = segments > 1 ? row : CHANNELS_LAST ? I(1) : spatial / I(V);
+      const I granule = segments > 1 ? row.value : CHANNELS_LAST ? I(1) : spatial.value / I(V);
       const I share = (vectors / granule + I(K) - 1) / I(K) * granule;
       cached.begin = min(I(rank) * share, vectors);
       cached.end = min(cached.begin + share, vectors);
@@ -76,8 +76,9 @@ template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT, int
 __device__ __forceinline__ void normalize_on_chip(
     const T* __restrict__ x, T* __restrict__ y, const typename AccOf<T>::type* __restrict__ gamma,
     const typename AccOf<T>::type* __restrict__ beta, typename AccOf<T>::type* __restrict__ mean,
-    typename AccOf<T>::type* __restrict__ rstd, I groups, I segments, I row, I group_channels,
-    I spatial, typename AccOf<T>::type count, typename AccOf<T>::type epsilon) {
+    typename AccOf<T>::type* __restrict__ rstd, I groups, I segments, Divisor<I> row,
+    I group_channels, Divisor<I> spatial, typename AccOf<T>::type count,
+    typename AccOf<T>::type epsilon) {
   typedef typename AccOf<T>::type A;
   __shared__ Pack<T, V> cache[kOnChipBytes / sizeof(Pack<T, V>)];
   __shared__ A scale[kOnChipChannels];
@@ -141,7 +142,7 @@ __device__ __forceinline__ void normalize_on_chip(
   __syncthreads();
   for (I j = cached.begin + I(threadIdx.x); j < cached.end; j += I(kBlock)) {
     const Pack<T, V> in = cache[j - cached.begin];
-    const I position = j % row;
+    const I position = row.remainder(j);
     Pack<T, V> out;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
@@ -160,9 +161,9 @@ __global__ void __launch_bounds__(kBlock, kMinBlocks)
                     const typename AccOf<T>::type* __restrict__ gamma,
                     const typename AccOf<T>::type* __restrict__ beta,
                     typename AccOf<T>::type* __restrict__ mean,
-                    typename AccOf<T>::type* __restrict__ rstd, I groups, I segments, I row,
-                    I group_channels, I spatial, typename AccOf<T>::type count,
-                    typename AccOf<T>::type epsilon) {
+                    typename AccOf<T>::type* __restrict__ rstd, I groups, I segments,
+                    Divisor<I> row, I group_channels, Divisor<I> spatial,
+                    typename AccOf<T>::type count, typename AccOf<T>::type epsilon) {
   normalize_on_chip<T, V, I, CHANNELS_LAST, ACT, 1>(x, y, gamma, beta, mean, rstd, groups,
                                                     segments, row, group_channels, spatial, count,
                                                     epsilon);
@@ -176,8 +177,8 @@ __global__ void CUGN_CLUSTER_DIMS(K) __launch_bounds__(kBlock, kMinBlocks)
                             const typename AccOf<T>::type* __restrict__ beta,
                             typename AccOf<T>::type* __restrict__ mean,
                             typename AccOf<T>::type* __restrict__ rstd, I groups, I segments,
-                            I row, I group_channels, I spatial, typename AccOf<T>::type count,
-                            typename AccOf<T>::type epsilon) {
+                            Divisor<I> row, I group_channels, Divisor<I> spatial,
+                            typename AccOf<T>::type count, typename AccOf<T>::type epsilon) {
 #if CUGN_CLUSTERS
   normalize_on_chip<T, V, I, CHANNELS_LAST, ACT, K>(x, y, gamma, beta, mean, rstd, groups,
                                                     segments, row, group_channels, spatial, count,
@@ -188,10 +189,12 @@ __global__ void CUGN_CLUSTER_DIMS(K) __launch_bounds__(kBlock, kMinBlocks)
 // The element of value t (of segments*S) of channel d in a cached group of
 // `segments` rows of D*S values.
 template <bool CHANNELS_LAST, typename I>
-__device__ __forceinline__ I cached_index(I t, I d, I segments, I group_channels, I spatial) {
+__device__ __forceinline__ I cached_index(I t, I d, I segments, I group_channels,
+                                          const Divisor<I>& spatial) {
   if (CHANNELS_LAST) return t * group_channels + d;
-  return segments == 1 ? d * spatial + t
-                       : ((t / spatial) * group_channels + d) * spatial + t % spatial;
+  if (segments == 1) return d * spatial.value + t;
+  const I segment = spatial.divide(t);
+  return (segment * group_channels + d) * spatial.value + (t - segment * spatial.value);
 }
 
 // The backward of a group held in shared memory: x and dy read once; per channel,
@@ -211,7 +214,7 @@ __device__ __forceinline__ void differentiate_on_chip(
     const typename AccOf<T>::type* __restrict__ mean,
     const typename AccOf<T>::type* __restrict__ rstd,
     typename AccOf<T>::type* __restrict__ partials, typename AccOf<T>::type* __restrict__ residual,
-    I groups, I segments, I row, I group_channels, I spatial, int unit_threads,
+    I groups, I segments, Divisor<I> row, I group_channels, Divisor<I> spatial, int unit_threads,
     typename AccOf<T>::type count) {
   typedef typename AccOf<T>::type A;
   __shared__ Pack<T, V> x_cache[kOnChipBytes / 2 / sizeof(Pack<T, V>)];
@@ -248,11 +251,11 @@ __device__ __forceinline__ void differentiate_on_chip(
   const I index = ((q / groups) * I(K) + I(rank)) * channels + first_channel;  // channel 0's
   const I slots = I(gridDim.x) / groups * channels;
   // The block's slice: rows (all channels), or channels d0..d1-1 of a one-row group.
-  const I cached_segments = segments > 1 ? (cached.end - cached.begin) / row : I(1);
+  const I cached_segments = segments > 1 ? row.divide(cached.end - cached.begin) : I(1);
   const I d0 = segments > 1 ? I(0) : channel_in_group<CHANNELS_LAST, V>(cached.begin, 0, spatial);
   const I d1 = segments > 1 ? group_channels
                             : channel_in_group<CHANNELS_LAST, V>(cached.end, 0, spatial);
-  const I values_per_channel = cached_segments * spatial;
+  const I values_per_channel = cached_segments * spatial.value;
   const int lane = threadIdx.x & (unit_threads - 1);
   const int units = kBlock / unit_threads;
   const Sums<A> empty = {A(0), A(0), A(0)};
@@ -298,7 +301,7 @@ __device__ __forceinline__ void differentiate_on_chip(
   const A k3 = broadcast[3];
 #pragma unroll(ACT == kLinear ? 4 : 1)
   for (I j = cached.begin + I(threadIdx.x); j < cached.end; j += I(kBlock)) {
-    const I position = j % row;
+    const I position = row.remainder(j);
     // dx replaces dy in the thread's own cached vector, value by value: with an
     // activation (erf and exp, in double for double) the values go one at a time,
     // where V of them at once would spill.
@@ -325,7 +328,7 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
                      const typename AccOf<T>::type* __restrict__ rstd,
                      typename AccOf<T>::type* __restrict__ partials,
                      typename AccOf<T>::type* __restrict__ residual, I groups, I segments,
-                     I row, I group_channels, I spatial, int unit_threads,
+                     Divisor<I> row, I group_channels, Divisor<I> spatial, int unit_threads,
                      typename AccOf<T>::type count) {
   differentiate_on_chip<T, V, I, CHANNELS_LAST, ACT, 1>(x, dy, dx, gamma, beta, mean, rstd,
                                                         partials, residual, groups, segments, row,
@@ -338,14 +341,14 @@ __global__ void __launch_bounds__(kBlock, ACT == kLinear ? kMinBlocks : kMinBloc
 // with 64-bit indices would spill.
 template <typename T, int V, typename I, bool CHANNELS_LAST, Activation ACT, int K>
 __global__ void CUGN_CLUSTER_DIMS(K) __launch_bounds__(kBlock, kMinBlocksActivated)
-    backward_on_chip_cluster(const T* __restrict__ x, const T* __restrict__ dy,
-                             T* __restrict__ dx, const typename AccOf<T>::type* __restrict__ gamma,
+    backward_on_chip_cluster(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dx,
+                             const typename AccOf<T>::type* __restrict__ gamma,
                              const typename AccOf<T>::type* __restrict__ beta,
                              const typename AccOf<T>::type* __restrict__ mean,
                              const typename AccOf<T>::type* __restrict__ rstd,
                              typename AccOf<T>::type* __restrict__ partials,
-                             typename AccOf<T>::type* __restrict__ residual, I groups,
-                             I segments, I row, I group_channels, I spatial, int unit_threads,
+                             typename AccOf<T>::type* __restrict__ residual, I groups, I segments,
+                             Divisor<I> row, I group_channels, Divisor<I> spatial, int unit_threads,
                              typename AccOf<T>::type count) {
 #if CUGN_CLUSTERS
   differentiate_on_chip<T, V, I, CHANNELS_LAST, ACT, K>(x, dy, dx, gamma, beta, mean, rstd,

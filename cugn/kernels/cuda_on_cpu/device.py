@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import cuda_loader, cuda_plan, group_norm_cuda
+from .. import cuda_loader, cuda_plan, divisor, group_norm_cuda
 from . import build, library, memory
 
 BLOCK_ORDERS = ("forward", "reversed", "shuffled")
@@ -345,12 +345,18 @@ def _dimensions(what, value):
 
 @functools.cache
 def _library(source, name_expressions, variant):
-    path = build.build(source, name_expressions, dict(_TYPE_NAMES), _defines(), variant)
-    return library.Library(path, source)
+    type_names = {**_TYPE_NAMES, **{ctype: name for ctype, (name, _) in _STRUCTS.items()}}
+    path = build.build(source, name_expressions, type_names, _defines(), variant)
+    return library.Library(path, source, dict(_STRUCTS.values()))
 
 
 _TYPE_NAMES = {ctype: dtype.name for dtype, ctype in cuda_loader.STORAGE_TYPES.items()
                if ctype.startswith("cugn::")}
+# The structs the kernels take by value: the source's type, and the name and
+# NumPy dtype the launcher checks an argument against.
+_STRUCTS = {f"cugn::Divisor<{cuda_loader.INDEX_TYPES[index64]}>":
+            (f"Divisor<{np.dtype(index).name}>", divisor.dtype(index))
+            for index64, index in ((False, np.uint32), (True, np.uint64))}
 
 
 def _defines():

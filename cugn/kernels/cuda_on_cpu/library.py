@@ -27,13 +27,15 @@ def kernel_name(name_expression):
 
 
 class Parameter:
-    """One kernel parameter: ``name``, and its type as the compiler saw it."""
+    """One kernel parameter: ``name``, and its type as the compiler saw it; ``structs``
+    maps the names of the structs the kernels take by value to their dtypes."""
 
-    def __init__(self, name, type_name):
+    def __init__(self, name, type_name, structs):
         self.name = name
         self.pointer = type_name.endswith("*")
         self.const = type_name.startswith("const ")
-        self.dtype = np.dtype(type_name.removeprefix("const ").rstrip("*"))
+        base = type_name.removeprefix("const ").rstrip("*")
+        self.dtype = structs[base] if base in structs else np.dtype(base)
         self.type_name = type_name
 
     def __repr__(self):
@@ -53,7 +55,7 @@ class Kernel:
 
 
 class Library:
-    def __init__(self, path, source):
+    def __init__(self, path, source, structs):
         self.path = path
         self.cdll = ctypes.CDLL(str(path))
         for name in ("cuda_on_cpu_kernel_invoke", "cuda_on_cpu_kernel_function"):
@@ -76,8 +78,8 @@ class Library:
         for i in range(self.cdll.cuda_on_cpu_kernel_count()):
             expression = self.cdll.cuda_on_cpu_kernel_name(i).decode()
             types = self.cdll.cuda_on_cpu_kernel_signature(i).decode().split(",")
-            parameters = [Parameter(n, t) for n, t in zip(names[kernel_name(expression)], types,
-                                                          strict=True)]
+            parameters = [Parameter(n, t, structs)
+                          for n, t in zip(names[kernel_name(expression)], types, strict=True)]
             self.kernels[expression] = Kernel(self, i, expression, parameters)
         self.shared = self._shared_arrays()
 
@@ -134,8 +136,20 @@ class KernelError(RuntimeError):
 
 
 def scalar(parameter, value):
-    """The ctypes value of a scalar argument, which must be a NumPy scalar of the
-    parameter's exact dtype (the width a GPU launch would pass)."""
+    """The ctypes value of a scalar argument, as CuPy passes it: a NumPy scalar of the
+    parameter's exact dtype (the width a GPU launch would pass), or for a struct, a
+    NumPy array of one element of its structured dtype (passed as its bytes)."""
+    if parameter.dtype.names:
+        if not (isinstance(value, np.ndarray) and value.size == 1
+                and value.dtype == parameter.dtype):
+            got = type(value).__name__ + (f" ({value.dtype}, size {value.size})"
+                                          if isinstance(value, np.ndarray) else "")
+            raise TypeError(f"argument {parameter.name!r}: {got}, the kernel takes "
+                            f"{parameter.type_name} (pass a numpy.ndarray of one "
+                            f"{parameter.dtype})")
+        words = (ctypes.c_uint64 * -(-parameter.dtype.itemsize // 8))()  # 8-byte aligned
+        ctypes.memmove(words, value.tobytes(), parameter.dtype.itemsize)
+        return words
     if not isinstance(value, np.generic) or value.dtype != parameter.dtype:
         got = f"{type(value).__name__}" + (f" ({value.dtype})" if isinstance(value, np.generic)
                                            else "")

@@ -150,6 +150,14 @@ inline float __expf(float x) {
   return e < 1.17549435e-38f ? 0.0f : e;  // below FLT_MIN
 }
 
+// The high half of an integer product, exact as on the GPU.
+inline unsigned __umulhi(unsigned a, unsigned b) {
+  return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
+}
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+  return static_cast<unsigned long long>((static_cast<unsigned __int128>(a) * b) >> 64);
+}
+
 inline unsigned __float_as_uint(float value) {
   unsigned bits;
   std::memcpy(&bits, &value, sizeof bits);
