@@ -10,7 +10,8 @@ from cugn.kernels.divisor import divisor, dtype, magic
 
 
 def emulated(n, value, bits):
-    """What Divisor<I>::divide computes, in Python integers."""
+    """What Divisor<I>::divide computes, in Python integers (or NumPy's, for an array
+    ``n`` at small widths)."""
     multiplier, shift = magic(value, bits)
     return (((multiplier * n) >> bits) + n) >> shift
 
@@ -21,10 +22,9 @@ def test_every_numerator_and_divisor_of_a_small_width(bits):
     half = 1 << (bits - 1)
     n = np.arange(half, dtype=np.int64)
     for value in range(1, half + 1):
-        multiplier, shift = magic(value, bits)
-        assert multiplier < 1 << bits
-        got = (((multiplier * n) >> bits) + n) >> shift
-        np.testing.assert_array_equal(got, n // value, err_msg=f"divisor {value}")
+        assert magic(value, bits)[0] < 1 << bits
+        np.testing.assert_array_equal(emulated(n, value, bits), n // value,
+                                      err_msg=f"divisor {value}")
 
 
 def edge_divisors(bits):
@@ -84,8 +84,6 @@ __global__ void divide_each(const I* __restrict__ n, I* __restrict__ quotient,
 }
 }  // namespace cugn
 """
-INDEX_TYPES = {np.uint32: "unsigned int", np.uint64: "unsigned long long"}
-
 
 @pytest.fixture(scope="module")
 def divide_each():
@@ -96,7 +94,8 @@ def divide_each():
     if compiler() is None:
         pytest.skip("needs g++ (>= 12) or clang++ to build the kernels for the host")
     device = Device(source=cuda_loader.source() + DIVIDE_EACH)
-    names = {index: f"cugn::divide_each<{name}>" for index, name in INDEX_TYPES.items()}
+    names = {index: f"cugn::divide_each<{cuda_loader.INDEX_TYPES[index64]}>"
+             for index64, index in ((False, np.uint32), (True, np.uint64))}
     kernels = device.compile(list(names.values()))
 
     def run(index, d, numerators):
